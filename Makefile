@@ -1,0 +1,48 @@
+# Verdict: the two commands are `make demo` and `make test`.
+GO      ?= go
+BIN     := bin/verdict
+PKGS    := ./...
+# Pinned tools, installed with `go install` into ./bin.
+NATS_SERVER_VERSION := v2.15.2
+NATSCLI_VERSION     := v0.5.0
+
+.PHONY: all build demo test test-race fuzz bench lint clean tools
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/verdict
+
+## demo: run the end-to-end demo on an embedded JetStream server.
+demo: build
+	./$(BIN) demo
+
+## test: vet, unit and integration tests (real in-process JetStream), race detector on the concurrent packages, short fuzzing.
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -race -short -timeout 15m ./engine/... ./ingest/... ./actuator/... ./policy/... ./telemetry/...
+	$(MAKE) fuzz FUZZTIME=10s
+
+FUZZTIME ?= 30s
+## fuzz: run every decoder's fuzz target for FUZZTIME each.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./telemetry
+
+## bench: Go benchmarks of the hot paths.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./analyzer ./telemetry
+
+## lint: vet, gofmt, and lint the example policies.
+lint: build
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	./$(BIN) lint $(filter-out %.bad.yaml,$(wildcard testdata/policy/*.yaml))
+
+tools:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+
+clean:
+	rm -rf bin verdict-data
