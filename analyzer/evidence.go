@@ -1,0 +1,227 @@
+package analyzer
+
+import (
+	"fmt"
+	"math"
+)
+
+// evidence is one metric's state of evidence at one Decide.
+type evidence struct {
+	res     MetricResult
+	logRoll float64 // one-sided rollback log e-value
+	logProm float64 // one-sided promote log e-value
+	ready   bool    // enough data for the promote test to mean something
+	bound   string  // the promote-side bound, for reasons
+}
+
+// rho is the step's empirical canary share of requests with an outcome,
+// shrunk towards the nominal weight by rhoPrior pseudo-requests.
+func (s *stepCounts) rho() float64 {
+	n := float64(s.out[0] + s.out[1])
+	p, w := 0.0, s.weight/100
+	if w > 0 && w < 1 {
+		p = rhoPrior
+	}
+	if n+p == 0 {
+		return 0.5
+	}
+	return math.Min(math.Max((float64(s.out[1])+p*w)/(n+p), 1e-6), 1-1e-6)
+}
+
+// errK returns the rollback and promote mixture concentrations of a step
+// for ratio margin lambda0.
+func errK(rho, lambda0 float64) (kRoll, kProm float64) {
+	t0 := shareTheta(rho, lambda0)
+	return designK(t0, shareTheta(rho, designShift*lambda0)), designK(t0, rho)
+}
+
+// errLogE returns the product-over-steps log e-values, at ratio lambda,
+// of the rollback (null ratio <= lambda), promote (null ratio >= lambda)
+// and two-sided tests. Each step's k is fixed by the metric's margin
+// lambda0, not by lambda, so that the e-values are monotone in lambda.
+func (a *Analyzer) errLogE(cur *stepCounts, lambda0, lambda float64) (roll, prom, two float64) {
+	one := func(s *stepCounts) {
+		m, y := float64(s.err[0]+s.err[1]), float64(s.err[1])
+		if m == 0 {
+			return
+		}
+		rho := s.rho()
+		kR, kP := errK(rho, lambda0)
+		t := shareTheta(rho, lambda)
+		roll += logBetaBinomUp(y, m, t, kR)
+		prom += logBetaBinomDown(y, m, t, kP)
+		two += logBetaBinom2(y, m, t, kR)
+	}
+	for i := range a.steps {
+		one(&a.steps[i])
+	}
+	one(cur)
+	return clampLog(roll), clampLog(prom), clampLog(two)
+}
+
+func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts) evidence {
+	var e evidence
+	nA, nB := a.totOut[Baseline], a.totOut[Canary]
+	eA, eB := float64(a.totErr[Baseline]), float64(a.totErr[Canary])
+	e.res.Samples = Samples{Baseline: nA, Canary: nB}
+	e.logRoll, e.logProm, _ = a.errLogE(cur, m.lambda0, m.lambda0)
+	e.res.Lower, e.res.Upper = 0, maxRatio
+	if nA == 0 || nB == 0 {
+		return e
+	}
+	e.ready = true
+	e.res.Baseline, e.res.Canary = eA/float64(nA), eB/float64(nB)
+	switch {
+	case eA == 0 && eB == 0:
+		e.res.Estimate = 1
+	case eA == 0 || eB == 0:
+		e.res.Estimate = (eB + 0.5) / float64(nB) / ((eA + 0.5) / float64(nA))
+	default:
+		e.res.Estimate = e.res.Canary / e.res.Baseline
+	}
+	e.res.Estimate = math.Min(e.res.Estimate, maxRatio)
+	if eA+eB > 0 {
+		thr := math.Log(1 / a.cfg.Alpha)
+		inside := func(l float64) bool {
+			_, _, two := a.errLogE(cur, m.lambda0, math.Exp(l))
+			return two < thr
+		}
+		c := math.Log(e.res.Estimate)
+		lo, hi := math.Log(1/maxRatio), math.Log(maxRatio)
+		if !inside(lo) {
+			e.res.Lower = math.Exp(boundary(inside, c, lo))
+		}
+		if !inside(hi) {
+			e.res.Upper = math.Exp(boundary(inside, c, hi))
+		}
+	}
+	thrP := math.Log(1 / a.cfg.PromoteAlpha)
+	passes := func(l float64) bool {
+		_, prom, _ := a.errLogE(cur, m.lambda0, math.Exp(l))
+		return prom >= thrP
+	}
+	u := maxRatio
+	if passes(math.Log(maxRatio)) {
+		u = math.Exp(boundary(func(l float64) bool { return !passes(l) }, math.Log(1/maxRatio), math.Log(maxRatio)))
+	}
+	e.bound = fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
+	return e
+}
+
+// boundary bisects for the edge of a set: in(from) should hold and
+// in(to) not; it returns a point within 1e-9 of the edge, on the in side.
+func boundary(in func(float64) bool, from, to float64) float64 {
+	if !in(from) {
+		return from
+	}
+	for range 60 {
+		mid := (from + to) / 2
+		if in(mid) {
+			from = mid
+		} else {
+			to = mid
+		}
+		if math.Abs(to-from) < 1e-9 {
+			break
+		}
+	}
+	return from
+}
+
+func (a *Analyzer) evalGauss(m *metricState, wa, wb *welford) evidence {
+	var e evidence
+	e.res.Samples = Samples{Baseline: wa.n, Canary: wb.n}
+	if wa.n > 0 {
+		e.res.Baseline = math.Exp(wa.mean)
+	}
+	if wb.n > 0 {
+		e.res.Canary = math.Exp(wb.mean)
+	}
+	if wa.n > 0 && wb.n > 0 {
+		e.res.Estimate = math.Exp(wb.mean - wa.mean)
+	}
+	e.res.Lower, e.res.Upper = 0, maxRatio
+	g := diff(wa, wb, m.sign)
+	e.logRoll = logGaussUp(g, m.delta0, m.tau)
+	e.logProm = logGaussDown(g, m.delta0, m.tau)
+	if !g.ok {
+		return e
+	}
+	e.ready = true
+	r := gaussRadius(g.v, m.tau, a.cfg.Alpha)
+	lo, hi := g.delta-r, g.delta+r
+	if m.sign < 0 {
+		lo, hi = -hi, -lo
+	}
+	e.res.Lower, e.res.Upper = clampRatio(math.Exp(lo)), clampRatio(math.Exp(hi))
+	// Promote-side bound: the smallest delta0 the promote test rejects.
+	thrP := math.Log(1 / a.cfg.PromoteAlpha)
+	rejects := func(d float64) bool { return logGaussDown(g, d, m.tau) >= thrP }
+	far := g.delta + 100*math.Sqrt(g.v) + 100*m.tau
+	du := boundary(func(d float64) bool { return !rejects(d) }, g.delta-1, far)
+	if m.sign > 0 {
+		u := clampRatio(math.Exp(du))
+		e.bound = fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
+	} else {
+		l := clampRatio(math.Exp(-du))
+		e.bound = fmt.Sprintf("%s lower %sx %s %sx", m.Name, fmtRatio(l), cmpGT(l > 1-m.MaxIncrease), fmtRatio(1-m.MaxIncrease))
+	}
+	return e
+}
+
+func (a *Analyzer) evalQuantile(m *metricState) evidence {
+	var e evidence
+	s := &m.q
+	ha, hb := &a.hist[Baseline], &a.hist[Canary]
+	e.res.Samples = Samples{Baseline: ha.n, Canary: hb.n}
+	e.res.Baseline, e.res.Canary = ha.quantile(s.q), hb.quantile(s.q)
+	if e.res.Baseline > 0 && e.res.Canary > 0 {
+		e.res.Estimate = clampRatio(e.res.Canary / e.res.Baseline)
+	}
+	aLo, aHi := quantileCS(ha, s.q, a.cfg.Alpha/2, s.warm)
+	bLo, bHi := quantileCS(hb, s.q, a.cfg.Alpha/2, s.warm)
+	e.res.Lower, e.res.Upper = 0, maxRatio
+	if aHi > 0 {
+		e.res.Lower = clampRatio(bLo / aHi)
+	}
+	if aLo > 0 {
+		e.res.Upper = clampRatio(bHi / aLo)
+	}
+	e.logRoll, e.logProm = s.logERollback(), s.logEPromote()
+	e.ready = s.frozen() && s.trials > 0 && ha.n > 0 && hb.n > 0
+	share := 0.0
+	if s.trials > 0 {
+		share = float64(s.slowLo) / float64(s.trials)
+	}
+	e.bound = fmt.Sprintf("%s share above %.4gms %.3g%% (want < %.3g%%, e=%.3g)",
+		m.Name, s.cLo, 100*share, 100*(1-s.q), math.Exp(e.logProm))
+	return e
+}
+
+func clampRatio(x float64) float64 {
+	if math.IsNaN(x) || x < 0 {
+		return 0
+	}
+	return math.Min(x, maxRatio)
+}
+
+func fmtRatio(x float64) string {
+	if x >= maxRatio {
+		return "∞"
+	}
+	return fmt.Sprintf("%.3g", x)
+}
+
+func cmp(less bool) string {
+	if less {
+		return "<"
+	}
+	return ">="
+}
+
+func cmpGT(greater bool) string {
+	if greater {
+		return ">"
+	}
+	return "<="
+}

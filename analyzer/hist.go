@@ -1,0 +1,123 @@
+package analyzer
+
+import "math"
+
+// BucketGamma is the ratio between consecutive histogram bucket bounds:
+// bucket i holds latencies in (BucketGamma^(i-1), BucketGamma^i] ms, so any
+// latency is represented by its bucket's upper bound with a relative error
+// of at most 2% upwards, or 1% from the bucket's geometric middle.
+const BucketGamma = 1.02
+
+// MinBucket and MaxBucket bound the histogram: BucketIndex clamps latencies
+// below about 1e-3 ms to MinBucket and above about 1e7 ms to MaxBucket.
+const (
+	MinBucket int32 = -348 // upper bound 1.02^-348 ≈ 1.017e-3 ms
+	MaxBucket int32 = 814  // upper bound 1.02^814 ≈ 1.00e7 ms
+)
+
+// numBuckets is the length of a dense histogram.
+const numBuckets = int(MaxBucket-MinBucket) + 1
+
+var logGamma = math.Log(BucketGamma)
+
+// BucketIndex returns the index of the histogram bucket holding a latency
+// of ms milliseconds, clamped to [MinBucket, MaxBucket]. NaN and values at
+// or below zero map to MinBucket.
+func BucketIndex(ms float64) int32 {
+	if !(ms > 0) {
+		return MinBucket
+	}
+	// The small slack keeps BucketIndex(BucketUpper(i)) == i despite
+	// rounding in Log and Pow; it moves a boundary by a relative 2e-11.
+	x := math.Ceil(math.Log(ms)/logGamma - 1e-9)
+	switch {
+	case x <= float64(MinBucket):
+		return MinBucket
+	case x >= float64(MaxBucket):
+		return MaxBucket
+	}
+	return int32(x)
+}
+
+// BucketUpper returns the upper bound, in milliseconds, of bucket i
+// (clamped to [MinBucket, MaxBucket]).
+func BucketUpper(i int32) float64 {
+	i = clampBucket(i)
+	return math.Pow(BucketGamma, float64(i))
+}
+
+// bucketLower returns the lower bound of bucket i (exclusive).
+func bucketLower(i int32) float64 {
+	i = clampBucket(i)
+	if i == MinBucket {
+		return 0
+	}
+	return math.Pow(BucketGamma, float64(i-1))
+}
+
+func clampBucket(i int32) int32 {
+	if i < MinBucket {
+		return MinBucket
+	}
+	if i > MaxBucket {
+		return MaxBucket
+	}
+	return i
+}
+
+// clampMs keeps a latency inside the histogram's range, so that logs stay
+// finite and the histogram and the log-moments see the same value.
+func clampMs(ms float64) float64 {
+	const lo, hi = 1e-3, 1e7
+	if ms < lo {
+		return lo
+	}
+	if ms > hi {
+		return hi
+	}
+	return ms
+}
+
+// hist is a dense log-bucketed histogram.
+type hist struct {
+	counts []uint64 // len numBuckets, index i-MinBucket
+	n      int64
+}
+
+func newHist() hist { return hist{counts: make([]uint64, numBuckets)} }
+
+func (h *hist) add(i int32, c int64) {
+	if c <= 0 {
+		return
+	}
+	h.counts[clampBucket(i)-MinBucket] += uint64(c)
+	h.n += c
+}
+
+// rankBucket returns the bucket holding the r-th smallest value (1-based,
+// clamped to [1, n]). The histogram must not be empty.
+func (h *hist) rankBucket(r int64) int32 {
+	if r < 1 {
+		r = 1
+	}
+	if r > h.n {
+		r = h.n
+	}
+	var cum uint64
+	for j, c := range h.counts {
+		cum += c
+		if cum >= uint64(r) {
+			return int32(j) + MinBucket
+		}
+	}
+	return MaxBucket
+}
+
+// quantile returns the upper bound of the bucket holding the empirical
+// q-quantile (the ceil(q*n)-th order statistic), or 0 when empty.
+func (h *hist) quantile(q float64) float64 {
+	if h.n == 0 {
+		return 0
+	}
+	return BucketUpper(h.rankBucket(int64(math.Ceil(q * float64(h.n)))))
+}
