@@ -1,0 +1,280 @@
+package telemetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"time"
+	"unicode/utf8"
+
+	"github.com/verdict-dev/verdict/analyzer"
+)
+
+// wireEvent is the union of the single and batch forms. Pointers tell an
+// absent field from a zero one where that matters.
+type wireEvent struct {
+	Rollout   string          `json:"rollout"`
+	Variant   string          `json:"variant"`
+	Time      string          `json:"time"`
+	ID        string          `json:"id"`
+	Unit      string          `json:"unit"`
+	LatencyMs *float64        `json:"latency_ms"`
+	Status    *int64          `json:"status"`
+	Error     *bool           `json:"error"`
+	Values    json.RawMessage `json:"values"`
+	Count     *int64          `json:"count"`
+	Errors    *int64          `json:"errors"`
+	Latency   *wireLatency    `json:"latency"`
+}
+
+type wireLatency struct {
+	N        int64     `json:"n"`
+	SumLog   float64   `json:"sumLog"`
+	SumLogSq float64   `json:"sumLogSq"`
+	Buckets  [][]int64 `json:"buckets"`
+}
+
+type wireSummary struct {
+	N        int64   `json:"n"`
+	SumLog   float64 `json:"sumLog"`
+	SumLogSq float64 `json:"sumLogSq"`
+}
+
+var null = []byte("null")
+
+// Decode decodes and validates one telemetry message, single or batch. The
+// error, when not nil, is an *Error carrying the Reason. Decode never panics.
+//
+// Unknown fields are ignored, for forward compatibility; known fields of the
+// wrong type are rejected (ReasonBadJSON). Field names are matched as
+// encoding/json does, so a differently cased key ("Rollout") is accepted.
+func Decode(data []byte) (Record, error) {
+	if !utf8.Valid(data) {
+		return Record{}, reject(ReasonBadEncoding, "message is not valid UTF-8")
+	}
+	var w wireEvent
+	if err := json.Unmarshal(data, &w); err != nil {
+		return Record{}, reject(ReasonBadJSON, "%s", jsonDetail(err))
+	}
+	r := Record{Rollout: w.Rollout, ID: w.ID}
+	if err := w.header(&r); err != nil {
+		return Record{}, err
+	}
+	if w.Count != nil {
+		return r, w.batch(&r)
+	}
+	return r, w.single(&r)
+}
+
+// jsonDetail shortens encoding/json's errors, which name Go types.
+func jsonDetail(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		if field == "" {
+			field = "message"
+		}
+		return field + ": wrong type (" + te.Value + ")"
+	}
+	return err.Error()
+}
+
+// header validates the fields common to both forms.
+func (w *wireEvent) header(r *Record) error {
+	switch {
+	case w.Rollout == "":
+		return reject(ReasonMissingField, "rollout is missing")
+	case !ValidRollout(w.Rollout):
+		return reject(ReasonBadRollout, "rollout %.80q does not match [A-Za-z0-9_-]{1,64}", w.Rollout)
+	}
+	switch w.Variant {
+	case "baseline":
+		r.Variant = analyzer.Baseline
+	case "canary":
+		r.Variant = analyzer.Canary
+	case "":
+		return reject(ReasonMissingField, "variant is missing")
+	default:
+		return reject(ReasonBadVariant, "variant %.40q is neither baseline nor canary", w.Variant)
+	}
+	if w.Time != "" {
+		t, err := time.Parse(time.RFC3339Nano, w.Time)
+		if err != nil {
+			return reject(ReasonBadValue, "time %.40q is not RFC 3339", w.Time)
+		}
+		r.Time = t.UTC()
+	}
+	if len(w.ID) > MaxIDLen {
+		return reject(ReasonBadValue, "id is longer than %d bytes", MaxIDLen)
+	}
+	return nil
+}
+
+func (w *wireEvent) single(r *Record) error {
+	if w.Errors != nil || w.Latency != nil {
+		return reject(ReasonMissingField, "count is missing: errors and latency belong to the batch form")
+	}
+	if len(w.Unit) > MaxIDLen {
+		return reject(ReasonBadValue, "unit is longer than %d bytes", MaxIDLen)
+	}
+	o := &r.Single
+	o.Variant = r.Variant
+	if w.LatencyMs != nil {
+		ms := *w.LatencyMs
+		if !(ms >= 0 && ms <= MaxLatencyMs) { // also catches NaN, which JSON cannot carry anyway
+			return reject(ReasonBadValue, "latency_ms %g is outside [0, %g]", ms, float64(MaxLatencyMs))
+		}
+		o.HasLatency = true
+		o.LatencyMs = math.Max(ms, MinLatencyMs)
+	}
+	if w.Status != nil {
+		if s := *w.Status; s < 100 || s > 599 {
+			return reject(ReasonBadValue, "status %d is not an HTTP status", s)
+		}
+		o.HasOutcome = true
+		o.Error = *w.Status >= 500
+	}
+	if w.Error != nil {
+		o.HasOutcome = true
+		o.Error = *w.Error
+	}
+	if len(w.Values) > 0 && !bytes.Equal(w.Values, null) {
+		var vals map[string]float64
+		if err := json.Unmarshal(w.Values, &vals); err != nil {
+			return reject(ReasonBadJSON, "values: %s", jsonDetail(err))
+		}
+		if len(vals) > MaxValues {
+			return reject(ReasonBadValue, "values: more than %d entries", MaxValues)
+		}
+		for name, v := range vals {
+			if !validName(name) {
+				return reject(ReasonBadValue, "values: name %.80q does not match [A-Za-z0-9_.-]{1,64}", name)
+			}
+			if !(v > 0 && v <= MaxValue) {
+				return reject(ReasonBadValue, "values.%s: %g is outside (0, %g]", name, v, float64(MaxValue))
+			}
+		}
+		if len(vals) > 0 {
+			r.Values = vals
+		}
+	}
+	if !o.HasLatency && !o.HasOutcome && r.Values == nil {
+		return reject(ReasonMissingField, "no signal: need latency_ms, status, error or values")
+	}
+	r.Unit = w.Unit
+	o.Unit = UnitHash(w.Unit)
+	return nil
+}
+
+func (w *wireEvent) batch(r *Record) error {
+	if w.LatencyMs != nil || w.Status != nil || w.Error != nil {
+		return reject(ReasonBadJSON, "latency_ms, status and error belong to the single form, not a batch (count is set)")
+	}
+	count := *w.Count
+	if count < 1 {
+		return reject(ReasonBadValue, "count %d is not positive", count)
+	}
+	b := &BatchRecord{Batch: analyzer.Batch{Variant: r.Variant, Requests: count}}
+	if w.Errors != nil {
+		b.Errors = *w.Errors
+	}
+	if b.Errors < 0 || b.Errors > count {
+		return reject(ReasonBadValue, "errors %d is outside [0, count=%d]", b.Errors, count)
+	}
+	if l := w.Latency; l != nil {
+		s := analyzer.Summary{N: l.N, SumLog: l.SumLog, SumLogSq: l.SumLogSq}
+		if err := checkSummary("latency", s, count, math.Log(MinLatencyMs), math.Log(MaxLatencyMs)); err != nil {
+			return err
+		}
+		b.Latency = s
+		buckets, err := checkBuckets(l.Buckets, l.N)
+		if err != nil {
+			return err
+		}
+		b.Buckets = buckets
+	}
+	if len(w.Values) > 0 && !bytes.Equal(w.Values, null) {
+		var vals map[string]wireSummary
+		if err := json.Unmarshal(w.Values, &vals); err != nil {
+			return reject(ReasonBadJSON, "values: %s", jsonDetail(err))
+		}
+		if len(vals) > MaxValues {
+			return reject(ReasonBadValue, "values: more than %d entries", MaxValues)
+		}
+		if len(vals) > 0 {
+			b.Values = make(map[string]analyzer.Summary, len(vals))
+		}
+		for name, v := range vals {
+			if !validName(name) {
+				return reject(ReasonBadValue, "values: name %.80q does not match [A-Za-z0-9_.-]{1,64}", name)
+			}
+			s := analyzer.Summary(v)
+			if err := checkSummary("values."+name, s, count, math.Inf(-1), math.Log(MaxValue)); err != nil {
+				return err
+			}
+			b.Values[name] = s
+		}
+	}
+	r.Batch = b
+	return nil
+}
+
+// checkSummary checks that s can be the sums of logs of n values whose logs
+// lie in [lo, hi], n in [1, count].
+func checkSummary(what string, s analyzer.Summary, count int64, lo, hi float64) error {
+	if s.N < 1 || s.N > count {
+		return reject(ReasonBadValue, "%s.n %d is outside [1, count=%d]", what, s.N, count)
+	}
+	if !finite(s.SumLog) || !finite(s.SumLogSq) {
+		return reject(ReasonBadValue, "%s: sums must be finite", what)
+	}
+	n := float64(s.N)
+	mean := s.SumLog / n
+	const slack = 1e-9
+	if mean < lo-slack*math.Abs(lo) || mean > hi+slack*math.Abs(hi) {
+		return reject(ReasonBadValue, "%s: mean log %g is outside [%g, %g]", what, mean, lo, hi)
+	}
+	// Cauchy-Schwarz: sum(x^2) >= (sum x)^2 / n, up to rounding.
+	if min := s.SumLog * s.SumLog / n; s.SumLogSq < min-1e-6*math.Max(1, min) {
+		return reject(ReasonBadValue, "%s: sumLogSq %g is below sumLog^2/n = %g", what, s.SumLogSq, min)
+	}
+	return nil
+}
+
+// checkBuckets validates [index, count] pairs: strictly increasing indices in
+// range, positive counts summing to n.
+func checkBuckets(pairs [][]int64, n int64) ([]analyzer.Bucket, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	if len(pairs) > MaxBuckets {
+		return nil, reject(ReasonBadValue, "latency.buckets: more than %d buckets", MaxBuckets)
+	}
+	lo, hi := analyzer.MinBucket, analyzer.MaxBucket
+	out := make([]analyzer.Bucket, len(pairs))
+	var sum int64
+	for i, p := range pairs {
+		if len(p) != 2 {
+			return nil, reject(ReasonBadValue, "latency.buckets[%d]: want [index, count]", i)
+		}
+		idx, c := p[0], p[1]
+		if idx < int64(lo) || idx > int64(hi) {
+			return nil, reject(ReasonBadValue, "latency.buckets[%d]: index %d is outside [%d, %d]", i, idx, lo, hi)
+		}
+		if i > 0 && idx <= int64(out[i-1].Index) {
+			return nil, reject(ReasonBadValue, "latency.buckets[%d]: indices must increase", i)
+		}
+		if c < 1 || c > n-sum {
+			return nil, reject(ReasonBadValue, "latency.buckets[%d]: count %d is not positive or makes the counts exceed latency.n=%d", i, c, n)
+		}
+		sum += c
+		out[i] = analyzer.Bucket{Index: int32(idx), Count: c}
+	}
+	if sum != n {
+		return nil, reject(ReasonBadValue, "latency.buckets: counts sum to %d, latency.n is %d", sum, n)
+	}
+	return out, nil
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
