@@ -18,9 +18,10 @@ import (
 // first. Walking the nodes ourselves, rather than decoding into a struct,
 // is what gives positions, duplicate keys and paths.
 type decoder struct {
-	file string
-	errs ErrorList
-	deep bool // the document is nested too deeply to look at further
+	file    string
+	errs    ErrorList
+	deep    bool // the document is nested too deeply to look at further
+	aliased bool // the document uses anchors or aliases
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -51,18 +52,19 @@ func (d *decoder) document(doc *yaml.Node) *Policy {
 // outright rules out alias bombs ("billion laughs") and recursion.
 func (d *decoder) plain(n *yaml.Node, path string, depth int) bool {
 	if depth > MaxDepth {
-		d.errorf(n, path, "nesting deeper than %d levels", MaxDepth)
+		d.errorf(n, topField(path), "nesting deeper than %d levels", MaxDepth)
 		d.deep = true
 		return false
 	}
-	if n.Kind == yaml.AliasNode {
-		d.errorf(n, path, "YAML aliases (*%s) are not allowed in policies", n.Value)
-		return false
-	}
-	ok := true
-	if n.Anchor != "" {
-		d.errorf(n, path, "YAML anchors (&%s) are not allowed in policies", n.Anchor)
-		ok = false
+	if n.Kind == yaml.AliasNode || n.Anchor != "" {
+		// One error is enough: a document built on anchors has many.
+		if !d.aliased {
+			d.errorf(n, path, "YAML anchors and aliases are not allowed in policies")
+			d.aliased = true
+		}
+		if n.Kind == yaml.AliasNode {
+			return false
+		}
 	}
 	for i, c := range n.Content {
 		p := path
@@ -72,12 +74,20 @@ func (d *decoder) plain(n *yaml.Node, path string, depth int) bool {
 		case yaml.MappingNode:
 			p = field(path, n.Content[i&^1].Value)
 		}
-		ok = d.plain(c, p, depth+1) && ok
+		d.plain(c, p, depth+1)
 		if d.deep {
 			return false
 		}
 	}
-	return ok
+	return !d.aliased
+}
+
+// topField returns the first element of path: "extra" for extra[0][0].
+func topField(path string) string {
+	if i := strings.IndexAny(path, ".["); i >= 0 {
+		return path[:i]
+	}
+	return path
 }
 
 func field(path, name string) string {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -24,6 +25,7 @@ func (p *Policy) Normalized() []byte {
 	add(doc, "name", strNode(p.Name))
 	if pre, ok := lookupPreset(p.Preset); ok {
 		add(doc, "preset", strNode(p.Preset))
+		doc.Content[len(doc.Content)-2].HeadComment = expansion(p.Steps)
 		add(doc, "stepDefaults", stepNode(pre.defaults(p.Steps), false))
 	} else {
 		steps := &yaml.Node{Kind: yaml.SequenceNode}
@@ -53,6 +55,20 @@ func (p *Policy) Normalized() []byte {
 	}
 	enc.Close()
 	return buf.Bytes()
+}
+
+// expansion is a comment showing the steps a preset expands to.
+func expansion(steps []Step) string {
+	var b strings.Builder
+	b.WriteString("# expands to steps:")
+	for _, s := range steps {
+		b.WriteString("\n#   ")
+		b.WriteString(strconv.FormatFloat(s.Weight, 'g', -1, 64))
+		b.WriteString(": minDuration " + durationString(s.MinDuration))
+		b.WriteString(", maxDuration " + durationString(s.MaxDuration))
+		b.WriteString(", minRequests " + strconv.FormatInt(s.MinRequests, 10))
+	}
+	return b.String()
 }
 
 func stepNode(s Step, weight bool) *yaml.Node {

@@ -65,7 +65,7 @@ func syntaxError(filename string, err error) *Error {
 	e := &Error{File: filename, Msg: err.Error(), err: err}
 	if m := syntaxLine.FindStringSubmatch(err.Error()); m != nil {
 		e.Line, _ = strconv.Atoi(m[1])
-		e.Msg = "yaml: " + m[2]
+		e.Msg = "YAML syntax error: " + m[2]
 	}
 	return e
 }
