@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"time"
+
 	"github.com/verdict-dev/verdict/analyzer"
 )
 
@@ -41,4 +43,8 @@ type Decision struct {
 	PolicyHash     string                  `json:"policyHash"`
 	Reason         string                  `json:"reason"`
 	Metrics        []analyzer.MetricResult `json:"metrics"`
+
+	// At is when the decision was made (rollout time, not wall time); it
+	// is the CloudEvent time, not part of the data.
+	At time.Time `json:"-"`
 }

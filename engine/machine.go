@@ -1,0 +1,374 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/verdict-dev/verdict/analyzer"
+	"github.com/verdict-dev/verdict/policy"
+)
+
+// EvalEvery is how many observations a rollout takes between two
+// evaluations of the decision rule. Anytime-valid tests allow any schedule
+// of looks; a count-based one keeps serve and replay identical.
+const EvalEvery = 100
+
+// Machine is one rollout's state machine: it walks the rollout through the
+// policy's steps, asks the analyzer at each evaluation and emits numbered
+// decisions with their evidence. It is pure: no I/O, no wall clock. Time
+// comes in with the observations (event time) and through Advance, so the
+// same inputs give the same decisions, byte for byte. serve, replay and
+// simulate all drive a Machine.
+//
+// A Machine is not safe for concurrent use; one goroutine owns it.
+type Machine struct {
+	spec Spec
+	pol  *policy.Policy
+	an   *analyzer.Analyzer
+
+	state     State
+	paused    bool
+	step      int
+	weight    float64
+	seq       uint64
+	stepStart time.Time
+	now       time.Time
+	started   bool
+
+	sinceEval int
+	evalAt    time.Time // earliest rollout time at which a deadline needs an evaluation
+	held      string    // cause of the last hold decision in this step, to say it once
+	last      []analyzer.MetricResult
+
+	fields []string  // custom fields, in analyzer order
+	valbuf []float64 // reused for Observation.Values
+}
+
+// ErrTerminal is returned when an operation needs a rollout that has not ended.
+var ErrTerminal = errors.New("rollout has ended")
+
+// NewMachine returns the state machine of a rollout that has not started.
+func NewMachine(spec Spec, pol *policy.Policy) (*Machine, error) {
+	cfg, fields, err := AnalyzerConfig(pol)
+	if err != nil {
+		return nil, err
+	}
+	an, err := analyzer.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", pol.Name, err)
+	}
+	return &Machine{spec: spec, pol: pol, an: an, state: StatePending, fields: fields}, nil
+}
+
+// AnalyzerConfig translates a policy into the analyzer's configuration and
+// returns the custom value fields in the order Observation.Values uses.
+func AnalyzerConfig(pol *policy.Policy) (analyzer.Config, []string, error) {
+	cfg := analyzer.Config{Alpha: pol.Alpha, PromoteAlpha: pol.PromoteAlpha}
+	var fields []string
+	for _, pm := range pol.Metrics {
+		m := analyzer.Metric{Name: pm.Name, MaxIncrease: pm.MaxIncrease, Quantile: pm.Quantile, Weight: pm.Weight}
+		switch pm.Type {
+		case policy.TypeErrors:
+			m.Kind = analyzer.Errors
+		case policy.TypeLatency:
+			m.Kind = analyzer.Latency
+		case policy.TypeLatencyQuantile:
+			m.Kind = analyzer.LatencyQuantile
+		case policy.TypeCustom:
+			m.Kind = analyzer.Custom
+			fields = append(fields, pm.Field)
+			if pm.Direction == "decrease" {
+				m.Direction = analyzer.Decrease
+			}
+		default:
+			return analyzer.Config{}, nil, fmt.Errorf("policy %s: metric %s: unknown type %q", pol.Name, pm.Name, pm.Type)
+		}
+		cfg.Metrics = append(cfg.Metrics, m)
+	}
+	return cfg, fields, nil
+}
+
+// Fields returns the custom value fields, in the order of Observation.Values.
+func (m *Machine) Fields() []string { return m.fields }
+
+// Policy returns the policy the rollout runs under. A rollout keeps the
+// policy it started with when the policy files change.
+func (m *Machine) Policy() *policy.Policy { return m.pol }
+
+// Spec returns the rollout's spec.
+func (m *Machine) Spec() Spec { return m.spec }
+
+// State returns where the rollout is.
+func (m *Machine) State() State {
+	if m.paused && !m.state.Terminal() {
+		return StatePaused
+	}
+	return m.state
+}
+
+// Now returns the rollout's clock: the latest time it has seen.
+func (m *Machine) Now() time.Time { return m.now }
+
+// Route returns the routing entry for the rollout's current state.
+func (m *Machine) Route() Route {
+	return Route{
+		Rollout: m.spec.Rollout, Baseline: m.spec.Baseline, Canary: m.spec.Canary,
+		Weight: m.weight, State: m.State(), Step: m.step, Seq: m.seq,
+	}
+}
+
+// Metrics returns the evidence of the last evaluation.
+func (m *Machine) Metrics() []analyzer.MetricResult { return m.last }
+
+// Start begins the rollout at its first step. Starting a started rollout
+// does nothing.
+func (m *Machine) Start(now time.Time) []Decision {
+	if m.started {
+		return nil
+	}
+	m.started = true
+	m.now = now
+	m.state = StateProgressing
+	m.enterStep(0)
+	steps := m.pol.Steps
+	d := m.decide(ActionStart, 0, fmt.Sprintf("started at step %d of %d: canary %s%% (policy %s)",
+		1, len(steps), fmtWeight(m.weight), m.pol.Name))
+	out := []Decision{d}
+	if len(steps) == 1 { // AllAtOnce: nothing to compare against
+		m.state = StateCompleted
+		out = append(out, m.decide(ActionComplete, m.weight, "single-step policy: canary at 100%"))
+	}
+	return out
+}
+
+func (m *Machine) enterStep(i int) {
+	m.step = i
+	m.weight = m.pol.Steps[i].Weight
+	m.stepStart = m.now
+	m.held = ""
+	m.sinceEval = 0
+	m.an.StartStep(m.weight)
+	s := m.pol.Steps[i]
+	m.evalAt = m.stepStart.Add(s.MinDuration)
+}
+
+// Observe counts one request seen at time t. It returns the decisions the
+// observation tipped, if any.
+func (m *Machine) Observe(t time.Time, o *analyzer.Observation) []Decision {
+	if !m.active() {
+		return nil
+	}
+	m.an.Observe(o)
+	return m.afterData(t, 1)
+}
+
+// ObserveBatch counts a batch of requests seen at time t.
+func (m *Machine) ObserveBatch(t time.Time, b *analyzer.Batch) []Decision {
+	if !m.active() {
+		return nil
+	}
+	m.an.ObserveBatch(b)
+	n := int(b.Requests)
+	if n < 1 {
+		n = 1
+	}
+	return m.afterData(t, n)
+}
+
+// Advance moves the rollout's clock to now (if later) and evaluates when a
+// step deadline has passed. serve calls it when a rollout is idle, so a
+// silent canary still reaches its step's maximum duration.
+func (m *Machine) Advance(now time.Time) []Decision {
+	if !m.active() {
+		return nil
+	}
+	m.tick(now)
+	if !m.now.Before(m.evalAt) {
+		return m.evaluate()
+	}
+	return nil
+}
+
+func (m *Machine) active() bool { return m.started && !m.state.Terminal() }
+
+func (m *Machine) tick(t time.Time) {
+	if t.After(m.now) {
+		m.now = t
+	}
+}
+
+func (m *Machine) afterData(t time.Time, n int) []Decision {
+	m.tick(t)
+	m.sinceEval += n
+	if m.sinceEval >= EvalEvery || !m.now.Before(m.evalAt) {
+		return m.evaluate()
+	}
+	return nil
+}
+
+// evaluate runs the decision rule and turns its verdict into decisions.
+func (m *Machine) evaluate() []Decision {
+	m.sinceEval = 0
+	s := m.pol.Steps[m.step]
+	elapsed := m.now.Sub(m.stepStart)
+	v := m.an.Decide(analyzer.Step{
+		Weight: m.weight, Elapsed: elapsed,
+		MinDuration: s.MinDuration, MaxDuration: s.MaxDuration, MinRequests: s.MinRequests,
+		OnTimeout: onTimeout(m.pol.OnTimeout),
+	})
+	m.last = v.Metrics
+	m.evalAt = m.nextDeadline(elapsed, s)
+
+	switch v.Action {
+	case analyzer.Rollback:
+		return m.rollback(v.Reason)
+	case analyzer.Promote:
+		if m.paused {
+			return m.hold("paused", "ready to promote, but the rollout is paused")
+		}
+		if !m.inWindow() {
+			return m.hold("window", fmt.Sprintf("ready to promote, waiting for the promote window %q", m.pol.PromoteWindow))
+		}
+		return m.promote(v.Reason)
+	default:
+		if m.paused {
+			return nil
+		}
+		switch v.Cause {
+		case "srm", "timeout":
+			return m.hold(v.Cause, v.Reason)
+		}
+		return nil
+	}
+}
+
+// nextDeadline is the next rollout time at which an evaluation is due even
+// without data: the step's minimum duration, its maximum, and then once a
+// minute (promote windows, timeouts with onTimeout hold).
+func (m *Machine) nextDeadline(elapsed time.Duration, s policy.Step) time.Time {
+	switch {
+	case elapsed < s.MinDuration:
+		return m.stepStart.Add(s.MinDuration)
+	case elapsed < s.MaxDuration:
+		return m.stepStart.Add(s.MaxDuration)
+	default:
+		return m.now.Add(time.Minute)
+	}
+}
+
+// inWindow reports whether the rollout's clock is inside the policy's
+// promote window.
+func (m *Machine) inWindow() bool { return m.pol.InWindow(m.now) }
+
+func (m *Machine) promote(reason string) []Decision {
+	prev := m.weight
+	next := m.step + 1
+	if next >= len(m.pol.Steps)-1 {
+		// The last step is 100%: reaching it completes the rollout.
+		m.step = len(m.pol.Steps) - 1
+		m.weight = 100
+		m.state = StateCompleted
+		return []Decision{m.decide(ActionComplete, prev, reason)}
+	}
+	m.enterStep(next)
+	return []Decision{m.decide(ActionPromote, prev, reason)}
+}
+
+func (m *Machine) rollback(reason string) []Decision {
+	prev := m.weight
+	m.weight = 0
+	m.state = StateRolledBack
+	return []Decision{m.decide(ActionRollback, prev, reason)}
+}
+
+func (m *Machine) hold(cause, reason string) []Decision {
+	if m.held == cause {
+		return nil
+	}
+	m.held = cause
+	return []Decision{m.decide(ActionHold, m.weight, reason)}
+}
+
+// Pause stops promotions (and timeouts) until Resume. Rollbacks still
+// happen: a paused rollout is still protected.
+func (m *Machine) Pause(now time.Time, reason string) ([]Decision, error) {
+	if !m.active() {
+		return nil, ErrTerminal
+	}
+	if m.paused {
+		return nil, nil
+	}
+	m.tick(now)
+	m.paused = true
+	return []Decision{m.decide(ActionPause, m.weight, orDefault(reason, "paused by operator"))}, nil
+}
+
+// Resume lets a paused rollout advance again.
+func (m *Machine) Resume(now time.Time, reason string) ([]Decision, error) {
+	if !m.active() {
+		return nil, ErrTerminal
+	}
+	if !m.paused {
+		return nil, nil
+	}
+	m.tick(now)
+	m.paused = false
+	m.held = ""
+	return []Decision{m.decide(ActionResume, m.weight, orDefault(reason, "resumed by operator"))}, nil
+}
+
+// Abort ends the rollout and sends all traffic to the baseline.
+func (m *Machine) Abort(now time.Time, reason string) ([]Decision, error) {
+	if m.state.Terminal() {
+		return nil, ErrTerminal
+	}
+	m.tick(now)
+	m.started = true
+	prev := m.weight
+	m.weight = 0
+	m.paused = false
+	m.state = StateAborted
+	return []Decision{m.decide(ActionAbort, prev, orDefault(reason, "aborted by operator"))}, nil
+}
+
+func (m *Machine) decide(a Action, prev float64, reason string) Decision {
+	m.seq++
+	metrics := m.last
+	if metrics == nil {
+		metrics = []analyzer.MetricResult{}
+	}
+	return Decision{
+		Rollout: m.spec.Rollout, Seq: m.seq, Action: a, Step: m.step,
+		Weight: m.weight, PreviousWeight: prev,
+		Policy: m.pol.Name, PolicyHash: m.pol.Hash,
+		Reason: reason, Metrics: metrics, At: m.now,
+	}
+}
+
+func onTimeout(s string) analyzer.Action {
+	switch s {
+	case "promote":
+		return analyzer.Promote
+	case "hold":
+		return analyzer.Hold
+	default:
+		return analyzer.Rollback
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// fmtWeight prints a weight without trailing zeros: 5, 12.5.
+func fmtWeight(w float64) string {
+	if w == math.Trunc(w) {
+		return fmt.Sprintf("%.0f", w)
+	}
+	return fmt.Sprintf("%g", w)
+}
