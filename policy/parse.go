@@ -58,9 +58,9 @@ func parse(filename string, data []byte) ([]*Policy, ErrorList) {
 	return ps, errs
 }
 
-var syntaxLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var syntaxLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
-// syntaxError converts a YAML syntax error, which carries only a line.
+// syntaxError converts a YAML syntax error, which carries at most a line.
 func syntaxError(filename string, err error) *Error {
 	e := &Error{File: filename, Msg: err.Error(), err: err}
 	if m := syntaxLine.FindStringSubmatch(err.Error()); m != nil {
