@@ -277,7 +277,7 @@ func (d *decoder) between(n *yaml.Node, path string, lo, hi float64, closed bool
 		if closed {
 			bracket = "]"
 		}
-		d.errorf(n, path, "must be in (%g, %g%s, got %s", lo, hi, bracket, n.Value)
+		d.errorf(n, path, "must be in (%s, %s%s, got %s", formatNumber(lo), formatNumber(hi), bracket, n.Value)
 		return 0, false
 	}
 	return f, true
@@ -331,3 +331,5 @@ func (d *decoder) percent(n *yaml.Node, path string) (float64, bool) {
 	}
 	return v / 100, true
 }
+
+func formatNumber(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -60,12 +61,30 @@ func parse(filename string, data []byte) ([]*Policy, ErrorList) {
 
 var syntaxLine = regexp.MustCompile(`^yaml: (?:line (\d+): )?(.*)$`)
 
+// parserProblems are the problems yaml.v3's parser (unlike its scanner)
+// reports with a 0-based line; syntaxError adds one to them.
+var parserProblems = []string{
+	"did not find expected",
+	"found undefined tag handle",
+	"found duplicate %",
+	"found incompatible YAML document",
+}
+
 // syntaxError converts a YAML syntax error, which carries at most a line.
 func syntaxError(filename string, err error) *Error {
 	e := &Error{File: filename, Msg: err.Error(), err: err}
-	if m := syntaxLine.FindStringSubmatch(err.Error()); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
-		e.Msg = "YAML syntax error: " + m[2]
+	m := syntaxLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return e
+	}
+	e.Msg = "YAML syntax error: " + m[2]
+	if e.Line, _ = strconv.Atoi(m[1]); e.Line > 0 {
+		for _, p := range parserProblems {
+			if strings.HasPrefix(m[2], p) {
+				e.Line++
+				break
+			}
+		}
 	}
 	return e
 }
