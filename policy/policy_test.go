@@ -124,9 +124,15 @@ func TestGoldenOrphans(t *testing.T) {
 	}
 }
 
+// fataler is the part of testing.TB and rapid.T that checkRoundTrip uses.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // checkRoundTrip checks that p's normalized form parses to an equal
 // policy with the same hash and the same normalized form.
-func checkRoundTrip(t testing.TB, p *policy.Policy) {
+func checkRoundTrip(t fataler, p *policy.Policy) {
 	t.Helper()
 	norm := p.Normalized()
 	ps, err := policy.Parse("normalized.yaml", norm)
