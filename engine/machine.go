@@ -42,6 +42,8 @@ type Machine struct {
 	held      string    // cause of the last hold decision in this step, to say it once
 	last      []analyzer.MetricResult
 
+	requests [2]int64 // requests counted per variant over the whole rollout
+
 	fields []string  // custom fields, in analyzer order
 	valbuf []float64 // reused for Observation.Values
 }
@@ -119,6 +121,10 @@ func (m *Machine) Route() Route {
 	}
 }
 
+// Requests returns the requests counted per variant (baseline, canary)
+// over the whole rollout.
+func (m *Machine) Requests() (baseline, canary int64) { return m.requests[0], m.requests[1] }
+
 // Metrics returns the evidence of the last evaluation.
 func (m *Machine) Metrics() []analyzer.MetricResult { return m.last }
 
@@ -161,6 +167,7 @@ func (m *Machine) Observe(t time.Time, o *analyzer.Observation) []Decision {
 		return nil
 	}
 	m.an.Observe(o)
+	m.requests[o.Variant&1]++
 	return m.afterData(t, 1)
 }
 
@@ -170,6 +177,7 @@ func (m *Machine) ObserveBatch(t time.Time, b *analyzer.Batch) []Decision {
 		return nil
 	}
 	m.an.ObserveBatch(b)
+	m.requests[b.Variant&1] += b.Requests
 	n := int(b.Requests)
 	if n < 1 {
 		n = 1

@@ -26,6 +26,7 @@ type snapshot struct {
 	SinceEval  int                     `json:"sinceEval"`
 	Held       string                  `json:"held,omitempty"`
 	Last       []analyzer.MetricResult `json:"last,omitempty"`
+	Requests   [2]int64                `json:"requests"`
 	Analyzer   []byte                  `json:"analyzer"`
 	StreamSeq  uint64                  `json:"streamSeq"` // last telemetry stream sequence included
 }
@@ -41,7 +42,7 @@ func (m *Machine) MarshalState(streamSeq uint64) ([]byte, error) {
 		Version: 1, Spec: m.spec, PolicyHash: m.pol.Hash, State: m.state, Paused: m.paused,
 		Step: m.step, Weight: m.weight, Seq: m.seq, StepStart: m.stepStart, Now: m.now,
 		EvalAt: m.evalAt, SinceEval: m.sinceEval, Held: m.held, Last: m.last,
-		Analyzer: ab, StreamSeq: streamSeq,
+		Requests: m.requests, Analyzer: ab, StreamSeq: streamSeq,
 	})
 }
 
@@ -68,7 +69,7 @@ func (m *Machine) UnmarshalState(data []byte) (uint64, error) {
 	m.spec.Paused, m.spec.Abort = s.Spec.Paused, s.Spec.Abort
 	m.state, m.paused, m.step, m.weight, m.seq = s.State, s.Paused, s.Step, s.Weight, s.Seq
 	m.stepStart, m.now, m.evalAt, m.sinceEval = s.StepStart, s.Now, s.EvalAt, s.SinceEval
-	m.held, m.last, m.started = s.Held, s.Last, true
+	m.held, m.last, m.started, m.requests = s.Held, s.Last, true, s.Requests
 	return s.StreamSeq, nil
 }
 
@@ -127,10 +128,12 @@ func (m *Machine) ObserveRecord(t time.Time, rec *telemetry.Record) []Decision {
 
 // Status is what a checkpoint tells about a rollout, for `verdict rollout status`.
 type Status struct {
-	Route   Route
-	Policy  string
-	Now     time.Time
-	Metrics []analyzer.MetricResult
+	Route  Route
+	Policy string
+	Now    time.Time
+	// Requests counted per variant: baseline, canary.
+	Requests [2]int64
+	Metrics  []analyzer.MetricResult
 }
 
 // DecodeStatus reads the status out of a checkpoint written by MarshalState.
@@ -146,6 +149,6 @@ func DecodeStatus(data []byte) (Status, error) {
 	return Status{
 		Route: Route{Rollout: s.Spec.Rollout, Baseline: s.Spec.Baseline, Canary: s.Spec.Canary,
 			Weight: s.Weight, State: st, Step: s.Step, Seq: s.Seq},
-		Policy: s.Spec.Policy, Now: s.Now, Metrics: s.Last,
+		Policy: s.Spec.Policy, Now: s.Now, Requests: s.Requests, Metrics: s.Last,
 	}, nil
 }
