@@ -107,16 +107,5 @@ type Metric struct {
 	Weight      float64 // weight in the rollback e-value average; default 1
 }
 
-// InWindow reports whether steps may advance at t: always when the policy
-// has no PromoteWindow, otherwise when the window's cron spec matches the
-// minute containing t.
-func (p *Policy) InWindow(t time.Time) bool {
-	if p.Window == nil {
-		return true
-	}
-	minute := t.Truncate(time.Minute)
-	return p.Window.Next(minute.Add(-time.Second)).Equal(minute)
-}
-
 // A Set holds valid policies by name.
 type Set map[string]*Policy
