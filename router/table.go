@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -130,13 +131,23 @@ func (t *Table) Run(ctx context.Context) error {
 	if !t.running.CompareAndSwap(false, true) {
 		return errors.New("router: Table.Run called twice")
 	}
+	// The client's ordered consumer survives a NATS restart by itself but
+	// only notices after missed heartbeats (about 20s); re-watching on
+	// reconnect brings rollbacks made meanwhile in at once.
+	nc := t.js.Conn()
+	reconnected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(reconnected)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	for {
-		err := t.watch(ctx)
+		err := t.watch(ctx, reconnected)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errReconnected) {
+			t.log.Info("NATS reconnected; re-watching routes", "bucket", t.bucket)
+			continue
 		}
 		t.log.Warn("routes watch lost; keeping the last known routes", "bucket", t.bucket, "err", err)
 		timer.Reset(t.retry)
@@ -148,8 +159,11 @@ func (t *Table) Run(ctx context.Context) error {
 	}
 }
 
-// watch runs one KV watcher until it fails or ctx ends.
-func (t *Table) watch(ctx context.Context) error {
+var errReconnected = errors.New("reconnected")
+
+// watch runs one KV watcher until it fails, the connection is
+// re-established, or ctx ends.
+func (t *Table) watch(ctx context.Context, reconnected <-chan nats.Status) error {
 	kv, err := t.js.KeyValue(ctx, t.bucket)
 	if err != nil {
 		return fmt.Errorf("open bucket: %w", err)
@@ -164,6 +178,8 @@ func (t *Table) watch(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-reconnected:
+			return errReconnected
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errors.New("watcher closed")
