@@ -103,8 +103,8 @@ func NewProxy(t *Table, e *Emitter, opts ProxyOptions) (*Proxy, error) {
 				rec.transportErr = true
 				rec.canceled = r.Context().Err() != nil
 			}
-			if r.Context().Err() == nil && p.opts.ErrorLog != nil {
-				p.opts.ErrorLog.Printf("verdict proxy: %s %s: %v", r.Method, r.URL.Path, err)
+			if r.Context().Err() == nil {
+				logger(p.opts.ErrorLog).Printf("verdict proxy: %s %s: %v", r.Method, r.URL.Path, err)
 			}
 			w.WriteHeader(http.StatusBadGateway)
 		},
@@ -193,3 +193,10 @@ func (r *recorder) Write(b []byte) (int, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func logger(l *log.Logger) *log.Logger {
+	if l == nil {
+		return log.Default()
+	}
+	return l
+}
