@@ -47,7 +47,8 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.print, "print", false, "print the normalized form of every policy, with its hash")
 	fs.BoolVar(&f.json, "json", false, "write the result as JSON on standard output")
 	fs.Usage = func() {} // flag calls it for -h too; errors get a hint below
-	if err := fs.Parse(args); err != nil {
+	paths, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, lintUsage)
 			fs.SetOutput(stdout)
@@ -57,12 +58,12 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Run 'verdict lint -h' for usage.")
 		return 2
 	}
-	if fs.NArg() == 0 {
+	if len(paths) == 0 {
 		fmt.Fprintln(stderr, "verdict lint: no files or directories given")
 		fmt.Fprintln(stderr, "Run 'verdict lint -h' for usage.")
 		return 2
 	}
-	set, err := policy.Load(fs.Args()...)
+	set, err := policy.Load(paths...)
 	if f.json {
 		return lintJSON(stdout, stderr, set, err, f.print)
 	}
@@ -84,6 +85,27 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, summary) // stdout stays a valid YAML stream
 	return 0
+}
+
+// parseInterspersed parses flags before, between and after the positional
+// arguments, which it returns, so that "lint DIR --print" works; after
+// "--" every argument is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 }
 
 // lintResult is the JSON output of verdict lint --json.

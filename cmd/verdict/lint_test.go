@@ -36,6 +36,8 @@ func TestLintExitCodes(t *testing.T) {
 		{name: "one file", args: []string{"lint", good[1]}, code: 0, stdout: "ok: 1 policy in 1 file\n"},
 		{name: "invalid", args: []string{"lint", good[0], bad}, code: 1,
 			stderr: bad + ":4:19: steps[3]: the last step must be 100 (the rollout's end), got 50\n"},
+		{name: "flags after files", args: []string{"lint", good[1], "--json"}, code: 0, stdout: `"ok": true`},
+		{name: "after --", args: []string{"lint", "--", "--json"}, code: 1, stderr: "--json: stat: no such file or directory"},
 		{name: "missing file", args: []string{"lint", "nope.yaml"}, code: 1, stderr: "nope.yaml: stat: no such file or directory"},
 		{name: "no arguments", args: []string{"lint"}, code: 2, stderr: "no files or directories given"},
 		{name: "unknown flag", args: []string{"lint", "--frobnicate", good[0]}, code: 2, stderr: "flag provided but not defined"},
