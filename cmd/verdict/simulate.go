@@ -57,7 +57,8 @@ nearest-rank medians and 90th percentiles over the replications that ended
 that way ("-" or null when none did).
 
 Scenarios:
-%s
+SCENARIOS
+
 Exit status: 0 on success, 1 when the policy cannot be loaded or the run
 fails, 2 on a usage error (including an unknown scenario).
 
@@ -74,7 +75,10 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	seed := fs.Uint64("seed", 1, "random seed `K`")
 	share := fs.Float64("share", 0, "pin the canary share at `P` percent, in (0, 100) (default: follow the policy's steps)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
-	fs.Usage = func() { fmt.Fprintf(stderr, simulateUsage, scenarioList()); fs.PrintDefaults() }
+	fs.Usage = func() {
+		fmt.Fprint(stderr, strings.Replace(simulateUsage, "SCENARIOS\n", scenarioList(), 1))
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -148,12 +152,19 @@ func writeTable(w io.Writer, rep *sim.Report, sc *sim.Scenario) {
 	}
 	fmt.Fprintf(w, "reps      %d, seed %d, cap %s or %d requests\n\n", rep.Reps, rep.Seed, rep.MaxDuration, rep.MaxRequests)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "method\trollback\t95% CI\tpromote\thold\tmedian to rollback\tp90 to rollback\tmedian to promote\t")
-	for _, m := range rep.Methods {
-		name := m.Method
+	names := make([]string, len(rep.Methods))
+	width := len("method")
+	for i, m := range rep.Methods {
+		names[i] = m.Method
 		if m.SampleSize > 0 {
-			name += " (n=" + strconv.FormatInt(m.SampleSize, 10) + ")"
+			names[i] += " (n=" + strconv.FormatInt(m.SampleSize, 10) + ")"
 		}
+		width = max(width, len(names[i]))
+	}
+	// Left-align the names in a right-aligned table by padding them.
+	fmt.Fprintf(tw, "%-*s\trollback\t95%% CI\tpromote\thold\tmedian to rollback\tp90 to rollback\tmedian to promote\t\n", width, "method")
+	for i, m := range rep.Methods {
+		name := fmt.Sprintf("%-*s", width, names[i])
 		fmt.Fprintf(tw, "%s\t%s\t[%s, %s]\t%s\t%s\t%s\t%s\t%s\t\n", name,
 			pct(m.RollbackRate), pct(m.RollbackRateLower95), pct(m.RollbackRateUpper95),
 			pct(m.PromoteRate), pct(m.HoldRate),
