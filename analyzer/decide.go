@@ -95,7 +95,7 @@ func (a *Analyzer) Decide(s Step) Verdict {
 		for i, e := range evs {
 			if !e.ready || !(e.logProm >= thrP) || !resultFinite(&e.res) {
 				blocked = a.metrics[i].Name
-				blockReason = waitReason(&a.metrics[i], &e, thrP)
+				blockReason = waitReason(&a.metrics[i], &e, thrP, a.cfg.Alpha)
 				break
 			}
 		}
@@ -103,7 +103,7 @@ func (a *Analyzer) Decide(s Step) Verdict {
 	if blocked == "" {
 		parts := make([]string, len(evs))
 		for i := range evs {
-			parts[i] = evs[i].bound
+			parts[i] = evs[i].bound()
 		}
 		v.Action, v.Cause = Promote, ""
 		v.Reason = "all metrics within margin: " + strings.Join(parts, "; ")
@@ -181,7 +181,7 @@ func (a *Analyzer) rollbackReason(m *metricState, e *evidence, avg float64) stri
 		word, margin, r.EValue, math.Exp(avg), 1/a.cfg.Alpha)
 }
 
-func waitReason(m *metricState, e *evidence, thrP float64) string {
+func waitReason(m *metricState, e *evidence, thrP, alpha float64) string {
 	if !e.ready {
 		if m.Kind == LatencyQuantile && !m.q.frozen() {
 			return fmt.Sprintf("%s: warming up thresholds (%d baseline latencies needed)", m.Name, m.q.warm)
@@ -189,7 +189,15 @@ func waitReason(m *metricState, e *evidence, thrP float64) string {
 		return fmt.Sprintf("%s: not enough data yet (baseline %d, canary %d)",
 			m.Name, e.res.Samples.Baseline, e.res.Samples.Canary)
 	}
-	return fmt.Sprintf("waiting for evidence: %s (promote e=%.3g < %.3g)", e.bound, math.Exp(e.logProm), math.Exp(thrP))
+	// The exact promote-side bound is costly (a root search); the hold
+	// reason shows the confidence sequence and the promote e-value instead.
+	word, margin := "upper bound not yet below", fmtRatio(m.lambda0)
+	if m.sign < 0 {
+		word, margin = "lower bound not yet above", fmtRatio(1-m.MaxIncrease)
+	}
+	return fmt.Sprintf("waiting for evidence: %s %s %sx (canary/baseline %sx, %.3g%% CS %sx..%sx, promote e=%.3g < %.3g)",
+		m.Name, word, margin, fmtRatio(e.res.Estimate), 100*(1-alpha), fmtRatio(e.res.Lower), fmtRatio(e.res.Upper),
+		math.Exp(e.logProm), math.Exp(thrP))
 }
 
 func resultFinite(r *MetricResult) bool {

@@ -11,7 +11,7 @@ type evidence struct {
 	logRoll float64 // one-sided rollback log e-value
 	logProm float64 // one-sided promote log e-value
 	ready   bool    // enough data for the promote test to mean something
-	bound   string  // the promote-side bound, for reasons
+	bound   func() string // the promote-side bound, for reasons (lazy: costly)
 }
 
 // rho is the step's empirical canary share of requests with an outcome,
@@ -39,7 +39,7 @@ func errK(rho, lambda0 float64) (kRoll, kProm float64) {
 // of the rollback (null ratio <= lambda), promote (null ratio >= lambda)
 // and two-sided tests. Each step's k is fixed by the metric's margin
 // lambda0, not by lambda, so that the e-values are monotone in lambda.
-func (a *Analyzer) errLogE(cur *stepCounts, lambda0, lambda float64) (roll, prom, two float64) {
+func (a *Analyzer) errLogE(cur *stepCounts, lambda0, lambda float64, want uint8) (roll, prom, two float64) {
 	one := func(s *stepCounts) {
 		m, y := float64(s.err[0]+s.err[1]), float64(s.err[1])
 		if m == 0 {
@@ -48,9 +48,15 @@ func (a *Analyzer) errLogE(cur *stepCounts, lambda0, lambda float64) (roll, prom
 		rho := s.rho()
 		kR, kP := errK(rho, lambda0)
 		t := shareTheta(rho, lambda)
-		roll += logBetaBinomUp(y, m, t, kR)
-		prom += logBetaBinomDown(y, m, t, kP)
-		two += logBetaBinom2(y, m, t, kR)
+		if want&wantRoll != 0 {
+			roll += logBetaBinomUp(y, m, t, kR)
+		}
+		if want&wantProm != 0 {
+			prom += logBetaBinomDown(y, m, t, kP)
+		}
+		if want&wantTwo != 0 {
+			two += logBetaBinom2(y, m, t, kR)
+		}
 	}
 	for i := range a.steps {
 		one(&a.steps[i])
@@ -59,12 +65,20 @@ func (a *Analyzer) errLogE(cur *stepCounts, lambda0, lambda float64) (roll, prom
 	return clampLog(roll), clampLog(prom), clampLog(two)
 }
 
+// What errLogE computes.
+const (
+	wantRoll uint8 = 1 << iota
+	wantProm
+	wantTwo
+)
+
 func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts) evidence {
 	var e evidence
 	nA, nB := a.totOut[Baseline], a.totOut[Canary]
 	eA, eB := float64(a.totErr[Baseline]), float64(a.totErr[Canary])
 	e.res.Samples = Samples{Baseline: nA, Canary: nB}
-	e.logRoll, e.logProm, _ = a.errLogE(cur, m.lambda0, m.lambda0)
+	e.logRoll, e.logProm, _ = a.errLogE(cur, m.lambda0, m.lambda0, wantRoll|wantProm)
+	e.bound = func() string { return a.errBound(m, cur) }
 	e.res.Lower, e.res.Upper = 0, maxRatio
 	if nA == 0 || nB == 0 {
 		return e
@@ -83,46 +97,67 @@ func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts) evidence {
 	if eA+eB > 0 {
 		thr := math.Log(1 / a.cfg.Alpha)
 		inside := func(l float64) bool {
-			_, _, two := a.errLogE(cur, m.lambda0, math.Exp(l))
+			_, _, two := a.errLogE(cur, m.lambda0, math.Exp(l), wantTwo)
 			return two < thr
 		}
 		c := math.Log(e.res.Estimate)
 		lo, hi := math.Log(1/maxRatio), math.Log(maxRatio)
-		if !inside(lo) {
-			e.res.Lower = math.Exp(boundary(inside, c, lo))
+		if l := boundary(inside, c, lo, 1e-6); l > lo {
+			e.res.Lower = math.Exp(l)
 		}
-		if !inside(hi) {
-			e.res.Upper = math.Exp(boundary(inside, c, hi))
-		}
+		e.res.Upper = math.Exp(boundary(inside, c, hi, 1e-6))
 	}
-	thrP := math.Log(1 / a.cfg.PromoteAlpha)
-	passes := func(l float64) bool {
-		_, prom, _ := a.errLogE(cur, m.lambda0, math.Exp(l))
-		return prom >= thrP
-	}
-	u := maxRatio
-	if passes(math.Log(maxRatio)) {
-		u = math.Exp(boundary(func(l float64) bool { return !passes(l) }, math.Log(1/maxRatio), math.Log(maxRatio)))
-	}
-	e.bound = fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
 	return e
 }
 
-// boundary bisects for the edge of a set: in(from) should hold and
-// in(to) not; it returns a point within 1e-9 of the edge, on the in side.
-func boundary(in func(float64) bool, from, to float64) float64 {
+// errBound is the promote-side upper confidence bound of the rate ratio:
+// the smallest ratio the promote test rejects at PromoteAlpha.
+func (a *Analyzer) errBound(m *metricState, cur *stepCounts) string {
+	thrP := math.Log(1 / a.cfg.PromoteAlpha)
+	passes := func(l float64) bool {
+		_, prom, _ := a.errLogE(cur, m.lambda0, math.Exp(l), wantProm)
+		return prom >= thrP
+	}
+	// Display only: 1e-4 in log is well below the 3 digits shown.
+	start := math.Log(1 / maxRatio)
+	if nA, nB := a.totOut[Baseline], a.totOut[Canary]; nA > 0 && nB > 0 && a.totErr[Canary] > 0 {
+		start = math.Log(float64(a.totErr[Canary]) / float64(nB) / (float64(a.totErr[Baseline]+1) / float64(nA)))
+	}
+	u := math.Exp(boundary(func(l float64) bool { return !passes(l) }, start, math.Log(maxRatio), 1e-4))
+	return fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
+}
+
+// boundary finds the edge of a set that contains from and is an interval
+// in the direction of limit: it steps from `from` towards limit with
+// doubling steps (first step 0.05) until in fails, then bisects to within
+// tol. It returns a point on the in side, or limit when in holds there.
+func boundary(in func(float64) bool, from, limit, tol float64) float64 {
 	if !in(from) {
 		return from
 	}
-	for range 60 {
+	dir := math.Copysign(1, limit-from)
+	step := 0.05
+	to := from
+	for {
+		to = from + dir*step
+		if dir*(to-limit) >= 0 {
+			to = limit
+			if in(to) {
+				return limit
+			}
+			break
+		}
+		if !in(to) {
+			break
+		}
+		from, step = to, 2*step
+	}
+	for math.Abs(to-from) > tol {
 		mid := (from + to) / 2
 		if in(mid) {
 			from = mid
 		} else {
 			to = mid
-		}
-		if math.Abs(to-from) < 1e-9 {
-			break
 		}
 	}
 	return from
@@ -154,19 +189,22 @@ func (a *Analyzer) evalGauss(m *metricState, wa, wb *welford) evidence {
 		lo, hi = -hi, -lo
 	}
 	e.res.Lower, e.res.Upper = clampRatio(math.Exp(lo)), clampRatio(math.Exp(hi))
-	// Promote-side bound: the smallest delta0 the promote test rejects.
+	e.bound = func() string { return a.gaussBound(m, g) }
+	return e
+}
+
+// gaussBound is the promote-side confidence bound: the smallest delta0 the
+// promote test rejects at PromoteAlpha, as a ratio.
+func (a *Analyzer) gaussBound(m *metricState, g gaussStat) string {
 	thrP := math.Log(1 / a.cfg.PromoteAlpha)
 	rejects := func(d float64) bool { return logGaussDown(g, d, m.tau) >= thrP }
-	far := g.delta + 100*math.Sqrt(g.v) + 100*m.tau
-	du := boundary(func(d float64) bool { return !rejects(d) }, g.delta-1, far)
+	du := boundary(func(d float64) bool { return !rejects(d) }, g.delta, math.Log(maxRatio), 1e-6)
 	if m.sign > 0 {
 		u := clampRatio(math.Exp(du))
-		e.bound = fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
-	} else {
-		l := clampRatio(math.Exp(-du))
-		e.bound = fmt.Sprintf("%s lower %sx %s %sx", m.Name, fmtRatio(l), cmpGT(l > 1-m.MaxIncrease), fmtRatio(1-m.MaxIncrease))
+		return fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
 	}
-	return e
+	l := clampRatio(math.Exp(-du))
+	return fmt.Sprintf("%s lower %sx %s %sx", m.Name, fmtRatio(l), cmpGT(l > 1-m.MaxIncrease), fmtRatio(1-m.MaxIncrease))
 }
 
 func (a *Analyzer) evalQuantile(m *metricState) evidence {
@@ -193,8 +231,11 @@ func (a *Analyzer) evalQuantile(m *metricState) evidence {
 	if s.trials > 0 {
 		share = float64(s.slowLo) / float64(s.trials)
 	}
-	e.bound = fmt.Sprintf("%s share above %.4gms %.3g%% (want < %.3g%%, e=%.3g)",
-		m.Name, s.cLo, 100*share, 100*(1-s.q), math.Exp(e.logProm))
+	logProm := e.logProm
+	e.bound = func() string {
+		return fmt.Sprintf("%s share above %.4gms %.3g%% (want < %.3g%%, e=%.3g)",
+			m.Name, s.cLo, 100*share, 100*(1-s.q), math.Exp(logProm))
+	}
 	return e
 }
 

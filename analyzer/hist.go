@@ -20,6 +20,15 @@ const numBuckets = int(MaxBucket-MinBucket) + 1
 
 var logGamma = math.Log(BucketGamma)
 
+// bucketUppers caches BucketUpper for every bucket (read-only after init).
+var bucketUppers = func() []float64 {
+	u := make([]float64, numBuckets)
+	for i := range u {
+		u[i] = math.Pow(BucketGamma, float64(int32(i)+MinBucket))
+	}
+	return u
+}()
+
 // BucketIndex returns the index of the histogram bucket holding a latency
 // of ms milliseconds, clamped to [MinBucket, MaxBucket]. NaN and values at
 // or below zero map to MinBucket.
@@ -42,8 +51,7 @@ func BucketIndex(ms float64) int32 {
 // BucketUpper returns the upper bound, in milliseconds, of bucket i
 // (clamped to [MinBucket, MaxBucket]).
 func BucketUpper(i int32) float64 {
-	i = clampBucket(i)
-	return math.Pow(BucketGamma, float64(i))
+	return bucketUppers[clampBucket(i)-MinBucket]
 }
 
 // bucketLower returns the lower bound of bucket i (exclusive).
@@ -52,7 +60,7 @@ func bucketLower(i int32) float64 {
 	if i == MinBucket {
 		return 0
 	}
-	return math.Pow(BucketGamma, float64(i-1))
+	return bucketUppers[i-1-MinBucket]
 }
 
 func clampBucket(i int32) int32 {
