@@ -26,13 +26,17 @@ type wireEvent struct {
 	Count     *int64          `json:"count"`
 	Errors    *int64          `json:"errors"`
 	Latency   *wireLatency    `json:"latency"`
+
+	// Set by fastUnmarshal instead of Values.
+	fastHasValues bool
+	fastValues    map[string]float64
 }
 
 type wireLatency struct {
 	N        int64     `json:"n"`
 	SumLog   float64   `json:"sumLog"`
 	SumLogSq float64   `json:"sumLogSq"`
-	Buckets  [][]int64 `json:"buckets"`
+	Buckets  json.RawMessage `json:"buckets"` // [[index, count], ...], parsed by parseBuckets
 }
 
 type wireSummary struct {
@@ -49,13 +53,19 @@ var null = []byte("null")
 // Unknown fields are ignored, for forward compatibility; known fields of the
 // wrong type are rejected (ReasonBadJSON). Field names are matched as
 // encoding/json does, so a differently cased key ("Rollout") is accepted.
-func Decode(data []byte) (Record, error) {
+func Decode(data []byte) (Record, error) { return decode(data, true) }
+
+// decode is Decode, with the reflection-free fast path optional for tests.
+func decode(data []byte, fast bool) (Record, error) {
 	if !utf8.Valid(data) {
 		return Record{}, reject(ReasonBadEncoding, "message is not valid UTF-8")
 	}
 	var w wireEvent
-	if err := json.Unmarshal(data, &w); err != nil {
-		return Record{}, reject(ReasonBadJSON, "%s", jsonDetail(err))
+	if !fast || !fastUnmarshal(data, &w) {
+		w = wireEvent{}
+		if err := json.Unmarshal(data, &w); err != nil {
+			return Record{}, reject(ReasonBadJSON, "%s", jsonDetail(err))
+		}
 	}
 	r := Record{Rollout: w.Rollout, ID: w.ID}
 	if err := w.header(&r); err != nil {
@@ -139,11 +149,13 @@ func (w *wireEvent) single(r *Record) error {
 		o.HasOutcome = true
 		o.Error = *w.Error
 	}
-	if len(w.Values) > 0 && !bytes.Equal(w.Values, null) {
-		var vals map[string]float64
+	vals := w.fastValues
+	if !w.fastHasValues && len(w.Values) > 0 && !bytes.Equal(w.Values, null) {
 		if err := json.Unmarshal(w.Values, &vals); err != nil {
 			return reject(ReasonBadJSON, "values: %s", jsonDetail(err))
 		}
+	}
+	if vals != nil {
 		if len(vals) > MaxValues {
 			return reject(ReasonBadValue, "values: more than %d entries", MaxValues)
 		}
@@ -188,7 +200,11 @@ func (w *wireEvent) batch(r *Record) error {
 			return err
 		}
 		b.Latency = s
-		buckets, err := checkBuckets(l.Buckets, l.N)
+		pairs, err := parseBuckets(l.Buckets)
+		if err != nil {
+			return err
+		}
+		buckets, err := checkBuckets(pairs, l.N)
 		if err != nil {
 			return err
 		}
@@ -242,9 +258,32 @@ func checkSummary(what string, s analyzer.Summary, count int64, lo, hi float64) 
 	return nil
 }
 
+// parseBuckets parses the [[index, count], ...] array, without reflection
+// in the common case.
+func parseBuckets(raw json.RawMessage) ([][2]int64, error) {
+	if len(raw) == 0 || bytes.Equal(raw, null) {
+		return nil, nil
+	}
+	if pairs, ok := fastBuckets(raw); ok {
+		return pairs, nil
+	}
+	var slow [][]int64
+	if err := json.Unmarshal(raw, &slow); err != nil {
+		return nil, reject(ReasonBadJSON, "latency.buckets: %s", jsonDetail(err))
+	}
+	pairs := make([][2]int64, len(slow))
+	for i, p := range slow {
+		if len(p) != 2 {
+			return nil, reject(ReasonBadValue, "latency.buckets[%d]: want [index, count]", i)
+		}
+		pairs[i] = [2]int64{p[0], p[1]}
+	}
+	return pairs, nil
+}
+
 // checkBuckets validates [index, count] pairs: strictly increasing indices in
 // range, positive counts summing to n.
-func checkBuckets(pairs [][]int64, n int64) ([]analyzer.Bucket, error) {
+func checkBuckets(pairs [][2]int64, n int64) ([]analyzer.Bucket, error) {
 	if len(pairs) == 0 {
 		return nil, nil
 	}
@@ -255,9 +294,6 @@ func checkBuckets(pairs [][]int64, n int64) ([]analyzer.Bucket, error) {
 	out := make([]analyzer.Bucket, len(pairs))
 	var sum int64
 	for i, p := range pairs {
-		if len(p) != 2 {
-			return nil, reject(ReasonBadValue, "latency.buckets[%d]: want [index, count]", i)
-		}
 		idx, c := p[0], p[1]
 		if idx < int64(lo) || idx > int64(hi) {
 			return nil, reject(ReasonBadValue, "latency.buckets[%d]: index %d is outside [%d, %d]", i, idx, lo, hi)
