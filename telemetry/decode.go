@@ -33,9 +33,9 @@ type wireEvent struct {
 }
 
 type wireLatency struct {
-	N        int64     `json:"n"`
-	SumLog   float64   `json:"sumLog"`
-	SumLogSq float64   `json:"sumLogSq"`
+	N        int64           `json:"n"`
+	SumLog   float64         `json:"sumLog"`
+	SumLogSq float64         `json:"sumLogSq"`
 	Buckets  json.RawMessage `json:"buckets"` // [[index, count], ...], parsed by parseBuckets
 }
 
