@@ -42,8 +42,10 @@ type Analyzer struct {
 	weight  float64  // nominal canary share in percent; 0 until StartStep
 	stepReq [2]int64 // all requests
 	cur     stepCounts
-	srmLogE float64 // running max of the step's SRM log e-value
-	srmNow  float64 // the SRM log e-value at the last Decide
+	srmReq  [2]int64 // requests since the SRM test (re)started
+	srmLump [2]int64 // largest batch of each variant since then
+	srmLogE float64  // running max of the step's SRM log e-value (reported)
+	srmNow  float64  // the SRM log e-value at the last Decide
 
 	steps []stepCounts // completed steps with outcome data
 
@@ -185,6 +187,15 @@ func (a *Analyzer) StartStep(weight float64) {
 	a.weight = weight
 	a.cur = stepCounts{weight: weight}
 	a.stepReq = [2]int64{}
+	a.RestartSRM()
+}
+
+// RestartSRM restarts the step's sample-ratio-mismatch test: requests seen
+// so far no longer count towards it. The engine calls it once the routers
+// have had time to apply a new weight, so requests routed at the old
+// weight during the switch are not taken for a mismatch.
+func (a *Analyzer) RestartSRM() {
+	a.srmReq, a.srmLump = [2]int64{}, [2]int64{}
 	a.srmLogE, a.srmNow = 0, 0
 }
 
@@ -204,6 +215,7 @@ func (a *Analyzer) Observe(o *Observation) {
 	v := o.Variant
 	a.seq++
 	a.stepReq[v]++
+	a.srmReq[v]++
 	if o.HasOutcome {
 		a.cur.out[v]++
 		a.totOut[v]++
@@ -257,6 +269,8 @@ func (a *Analyzer) ObserveBatch(b *Batch) {
 	n := max(b.Requests, b.Latency.N, 0)
 	a.seq += uint64(n)
 	a.stepReq[v] += n
+	a.srmReq[v] += n
+	a.srmLump[v] = max(a.srmLump[v], n)
 	if b.Requests > 0 {
 		e := min(max(b.Errors, 0), b.Requests)
 		a.cur.out[v] += b.Requests

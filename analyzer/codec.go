@@ -12,7 +12,7 @@ import (
 // configuration, then the state in a fixed order (little-endian fixed
 // width for floats, varints for counts; histograms and unit tables sparse).
 
-const codecVersion = 1
+const codecVersion = 2
 
 var codecMagic = [4]byte{'V', 'R', 'D', 'A'}
 
@@ -29,6 +29,7 @@ func (a *Analyzer) MarshalBinary() ([]byte, error) {
 	b = appendF(b, a.weight)
 	b = appendI(b, a.stepReq[0], a.stepReq[1])
 	b = appendStep(b, &a.cur)
+	b = appendI(b, a.srmReq[0], a.srmReq[1], a.srmLump[0], a.srmLump[1])
 	b = appendF(b, a.srmLogE, a.srmNow)
 	b = binary.AppendUvarint(b, uint64(len(a.steps)))
 	for i := range a.steps {
@@ -114,6 +115,7 @@ func (a *Analyzer) UnmarshalBinary(data []byte) error {
 	x.weight = r.f()
 	x.stepReq = [2]int64{r.i(), r.i()}
 	r.step(&x.cur)
+	x.srmReq, x.srmLump = [2]int64{r.i(), r.i()}, [2]int64{r.i(), r.i()}
 	x.srmLogE, x.srmNow = r.f(), r.f()
 	if n := r.uv(); r.err == nil {
 		if n > uint64(len(data)) {

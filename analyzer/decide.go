@@ -139,19 +139,33 @@ func (a *Analyzer) Decide(s Step) Verdict {
 
 // checkSRM updates the step's SRM e-process (STATS §6): a two-sided
 // Beta-binomial mixture (k = srmK) of the canary's request count against
-// the nominal weight. Detection is sticky within the step.
+// the nominal weight, over the requests since the test (re)started.
+//
+// Batches arrive one variant at a time, so at any moment up to one batch of
+// each variant may be "in flight": the e-value is taken at the most
+// favourable of the counts that one more batch of either variant would
+// give (for single events the slack is one request). A mismatch is
+// reported while the current e-value is at least 1/AlphaSRM (Ville's
+// inequality bounds the chance that it ever is under the null); the
+// reported e-value is the step's running maximum.
 func (a *Analyzer) checkSRM(w float64) (bool, string) {
-	nA, nB := a.stepReq[Baseline], a.stepReq[Canary]
+	nA, nB := a.srmReq[Baseline], a.srmReq[Canary]
 	if !(w > 0 && w < 100) || nA+nB == 0 {
 		return false, ""
 	}
-	a.srmNow = clampLog(logBetaBinom2(float64(nB), float64(nA+nB), w/100, srmK))
+	lA, lB := max(a.srmLump[Baseline], 1), max(a.srmLump[Canary], 1)
+	now := math.Inf(1)
+	for _, d := range [...][2]int64{{0, 0}, {lA, 0}, {0, lB}, {lA, lB}} {
+		fa, fb := float64(nA+d[0]), float64(nB+d[1])
+		now = math.Min(now, logBetaBinom2(fb, fa+fb, w/100, srmK))
+	}
+	a.srmNow = clampLog(now)
 	a.srmLogE = math.Max(a.srmLogE, a.srmNow)
-	if a.srmLogE < math.Log(1/AlphaSRM) {
+	if a.srmNow < math.Log(1/AlphaSRM) {
 		return false, ""
 	}
 	return true, fmt.Sprintf("sample ratio mismatch: canary got %.3g%% of requests, told %.3g%% (e=%.3g)",
-		100*float64(nB)/float64(nA+nB), w, math.Exp(a.srmLogE))
+		100*float64(nB)/float64(nA+nB), w, math.Exp(a.srmNow))
 }
 
 func (a *Analyzer) timeoutPromoteBlocker(evs []evidence, srm, enough bool, minReq int64) string {

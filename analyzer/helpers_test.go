@@ -36,10 +36,11 @@ type stream struct {
 	logMu, logSd [2]float64
 	tail         float64 // canary latencies above exp(tailAt) are multiplied by tail
 	tailAt       float64
-	burst        int     // errors come in bursts of this many from one unit
-	burstLeft    [2]int  // pending burst errors per variant
+	burst        int    // errors come in bursts of this many from one unit
+	burstLeft    [2]int // pending burst errors per variant
 	burstUnit    [2]uint64
 	values       [1]float64
+	srm          float64 // actual/told canary share; 0 means 1
 }
 
 func newStream(seed uint64, share float64) *stream {
