@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/verdict-dev/verdict/telemetry"
@@ -108,8 +109,9 @@ func NewProxy(t *Table, e *Emitter, opts ProxyOptions) (*Proxy, error) {
 			}
 			w.WriteHeader(http.StatusBadGateway)
 		},
-		Transport: tr,
-		ErrorLog:  opts.ErrorLog,
+		Transport:  tr,
+		ErrorLog:   opts.ErrorLog,
+		BufferPool: bufferPool{},
 	}
 	return p, nil
 }
@@ -167,6 +169,15 @@ func (p *Proxy) override(r *http.Request) (Variant, bool) {
 	}
 	return ParseVariant(r.Header.Get(p.opts.OverrideHeader))
 }
+
+// bufferPool reuses the reverse proxy's copy buffers, which it would
+// otherwise allocate (32 KiB) per request.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 // recorder captures the status written through it. Unwrap lets
 // http.ResponseController (used by ReverseProxy to flush) reach the
