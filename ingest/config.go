@@ -43,29 +43,33 @@ type Config struct {
 	AckWait       time.Duration // consumer's ack_wait, 30s
 	FetchWait     time.Duration // how long one pull request waits for messages, 1s; bounds shutdown latency
 	DrainTimeout  time.Duration // how long the batch in hand may take after ctx is done, 10s
-	Replicas      int           // stream replicas, 1
+	// DeadLetterTimeout bounds the wait for a batch's dead letters to be
+	// stored, 5s; past it they are counted as lost and the batch is acked.
+	DeadLetterTimeout time.Duration
+	Replicas          int // stream replicas, 1
 }
 
 // DefaultConfig returns the defaults of DESIGN.md.
 func DefaultConfig() Config {
 	return Config{
-		Stream:           "VERDICT_EVENTS",
-		SubjectPrefix:    "verdict.events",
-		RejectedStream:   "VERDICT_REJECTED",
-		RejectedPrefix:   "verdict.rejected",
-		Consumer:         "verdict-engine",
-		MaxAge:           24 * time.Hour,
-		RejectedMaxAge:   7 * 24 * time.Hour,
-		Duplicates:       2 * time.Minute,
-		MaxMsgSize:       64 << 10,
-		StreamMaxMsgSize: 1 << 20,
-		TruncateRejected: 4 << 10,
-		BatchSize:        1000,
-		MaxAckPending:    20000,
-		AckWait:          30 * time.Second,
-		FetchWait:        time.Second,
-		DrainTimeout:     10 * time.Second,
-		Replicas:         1,
+		Stream:            "VERDICT_EVENTS",
+		SubjectPrefix:     "verdict.events",
+		RejectedStream:    "VERDICT_REJECTED",
+		RejectedPrefix:    "verdict.rejected",
+		Consumer:          "verdict-engine",
+		MaxAge:            24 * time.Hour,
+		RejectedMaxAge:    7 * 24 * time.Hour,
+		Duplicates:        2 * time.Minute,
+		MaxMsgSize:        64 << 10,
+		StreamMaxMsgSize:  1 << 20,
+		TruncateRejected:  4 << 10,
+		BatchSize:         1000,
+		MaxAckPending:     20000,
+		AckWait:           30 * time.Second,
+		FetchWait:         time.Second,
+		DrainTimeout:      10 * time.Second,
+		DeadLetterTimeout: 5 * time.Second,
+		Replicas:          1,
 	}
 }
 
@@ -98,6 +102,7 @@ func (c Config) withDefaults() Config {
 	setD(&c.AckWait, d.AckWait)
 	setD(&c.FetchWait, d.FetchWait)
 	setD(&c.DrainTimeout, d.DrainTimeout)
+	setD(&c.DeadLetterTimeout, d.DeadLetterTimeout)
 	if c.MaxMsgSize <= 0 {
 		c.MaxMsgSize = d.MaxMsgSize
 	}

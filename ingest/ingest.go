@@ -51,6 +51,7 @@ type Ingester struct {
 	rejected []atomic.Uint64
 	dlErrors atomic.Uint64
 	redeliv  atomic.Uint64
+	batches  atomic.Uint64
 
 	// Owned by Run.
 	handled  uint64 // highest stream sequence handed over or dead-lettered
@@ -309,13 +310,12 @@ func (in *Ingester) handle(ctx context.Context, hand []received) error {
 			return &deliverError{err}
 		}
 	}
-	for _, d := range dead {
-		in.awaitDeadLetter(gctx, d)
-	}
+	in.awaitDeadLetters(gctx, dead)
 	if lastSeq > in.handled {
 		in.handled = lastSeq
 	}
 	in.accepted.Add(uint64(len(good)))
+	in.batches.Add(1)
 	for _, d := range dead {
 		in.rejected[in.reasons[d.reason]].Add(1)
 	}
@@ -426,31 +426,37 @@ func (in *Ingester) deadLetter(h received, rerr *telemetry.Error) deadLetter {
 	return d
 }
 
-// awaitDeadLetter waits for the dead letter's PubAck, retrying once
-// synchronously. A dead letter that cannot be stored is logged and counted,
-// never allowed to stop the consumer.
-func (in *Ingester) awaitDeadLetter(ctx context.Context, d deadLetter) {
-	var err error
-	if d.fut != nil {
-		select {
-		case <-d.fut.Ok():
-			return
-		case err = <-d.fut.Err():
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
+// awaitDeadLetters waits for the dead letters' PubAcks, for at most
+// DeadLetterTimeout in all, retrying a refused one once synchronously. A
+// dead letter that cannot be stored (no stream, a denied permission, which
+// the server reports only on the connection's error handler, so the PubAck
+// never comes) is logged and counted, and never stops the consumer.
+func (in *Ingester) awaitDeadLetters(ctx context.Context, dead []deadLetter) {
+	if len(dead) == 0 {
+		return
 	}
-	if ctx.Err() == nil {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = in.js.PublishMsg(pctx, d.msg)
-		cancel()
-		if err == nil {
-			return
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.DeadLetterTimeout)
+	defer cancel()
+	for _, d := range dead {
+		err := errors.New("async publish refused")
+		if d.fut != nil {
+			select {
+			case <-d.fut.Ok():
+				continue
+			case err = <-d.fut.Err():
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
 		}
+		if ctx.Err() == nil {
+			if _, err = in.js.PublishMsg(ctx, d.msg); err == nil {
+				continue
+			}
+		}
+		in.dlErrors.Add(1)
+		in.log.Error("ingest: dead letter lost", "reason", d.reason,
+			HeaderStreamSeq, d.msg.Header.Get(HeaderStreamSeq), "err", err)
 	}
-	in.dlErrors.Add(1)
-	in.log.Error("ingest: dead letter lost", "reason", d.reason,
-		HeaderStreamSeq, d.msg.Header.Get(HeaderStreamSeq), "err", err)
 }
 
 // headerValue makes s a single-line header value of bounded length.

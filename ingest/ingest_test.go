@@ -27,9 +27,21 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // permission, a slow consumer) fail the test.
 func startJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
+	return startJetStreamWith(t, nil, func(err error) { t.Errorf("nats async error: %v", err) })
+}
+
+// startJetStreamWith lets the test adjust the server options (a nil
+// function leaves them) and handle asynchronous connection errors. The
+// client connects as user "engine", password "pw", when opts adds users.
+func startJetStreamWith(t testing.TB, opts func(*server.Options), onErr func(error)) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	o := &server.Options{
 		Port: -1, JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true,
-	})
+	}
+	if opts != nil {
+		opts(o)
+	}
+	ns, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,10 +49,12 @@ func startJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats server not ready")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(ns),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			t.Errorf("nats async error: %v", err)
-		}))
+	copts := []nats.Option{nats.InProcessServer(ns),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { onErr(err) })}
+	if len(o.Users) > 0 {
+		copts = append(copts, nats.UserInfo("engine", "pw"))
+	}
+	nc, err := nats.Connect("", copts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,5 +506,43 @@ func TestRestartResumesAfterLastAck(t *testing.T) {
 		if want := uint64(6 + i); m.Seq != want {
 			t.Errorf("second run delivered[%d].Seq = %d, want %d", i, m.Seq, want)
 		}
+	}
+}
+
+// TestDeniedDeadLetterDoesNotStop: a dead letter the engine may not publish
+// (its permission is denied, which NATS reports only asynchronously) is
+// counted as lost after DeadLetterTimeout, and the good events behind it
+// are still delivered.
+func TestDeniedDeadLetterDoesNotStop(t *testing.T) {
+	asyncErrs := make(chan error, 10)
+	_, js := startJetStreamWith(t, func(o *server.Options) {
+		o.Users = []*server.User{{Username: "engine", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{">"}, Deny: []string{"verdict.rejected.>"}},
+		}}}
+	}, func(err error) { asyncErrs <- err })
+	cfg := testConfig()
+	cfg.DeadLetterTimeout = 300 * time.Millisecond
+	setup(t, js, cfg)
+	publish(t, js, "verdict.events.r1", []byte(`{"rollout":"r1"`))
+	publish(t, js, "verdict.events.r1", good("r1", 1))
+
+	s := newSink("r1")
+	in := New(js, cfg, s, nil)
+	stop := run(t, in)
+	eventually(t, "the good event", func() bool { return in.Stats().Accepted == 1 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	st := in.Stats()
+	if st.DeadLetterErrors != 1 || st.Rejected[telemetry.ReasonBadJSON] != 1 {
+		t.Errorf("Stats() = %+v, want one bad-json rejection whose dead letter was lost", st)
+	}
+	select {
+	case err := <-asyncErrs:
+		if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("async error %v, want a permissions violation", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no asynchronous permissions violation reported")
 	}
 }

@@ -13,6 +13,7 @@ type Stats struct {
 	Rejected         map[telemetry.Reason]uint64 // dead-lettered messages by reason (every reason present)
 	DeadLetterErrors uint64                      // rejected messages whose dead letter could not be stored
 	Redelivered      uint64                      // redeliveries of messages already handled, skipped
+	Batches          uint64                      // batches handled, each with one Deliver and one ack
 }
 
 // Stats returns a snapshot of the counters. It is safe to call concurrently
@@ -23,6 +24,7 @@ func (in *Ingester) Stats() Stats {
 		Rejected:         make(map[telemetry.Reason]uint64, len(in.reasons)),
 		DeadLetterErrors: in.dlErrors.Load(),
 		Redelivered:      in.redeliv.Load(),
+		Batches:          in.batches.Load(),
 	}
 	for r, i := range in.reasons {
 		s.Rejected[r] = in.rejected[i].Load()
