@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"pgregory.net/rapid"
+
+	"github.com/verdict-dev/verdict/telemetry"
 )
 
 // The test vectors of docs/ROUTERS.md, computed independently (Python,
@@ -22,6 +24,9 @@ var pointVectors = []struct {
 
 func TestPointVectors(t *testing.T) {
 	for _, v := range pointVectors {
+		if got := telemetry.UnitHash(v.unit); got != v.hash {
+			t.Errorf("UnitHash(%q) = %d, want %d", v.unit, got, v.hash)
+		}
 		if got := Point(v.unit); got != v.point {
 			t.Errorf("Point(%q) = %v, want %v", v.unit, got, v.point)
 		}
