@@ -37,12 +37,85 @@ func logBetaBinomDown(y, m, theta0, k float64) float64 {
 // logUpperTail returns log(1 - I_x(a, b)), computed as log I_{1-x}(b, a) to
 // avoid cancellation. Underflow is floored at minLogE.
 func logUpperTail(a, b, x float64) float64 {
-	return safeLog(mathext.RegIncBeta(b, a, 1-x))
+	return logRegIncBeta(b, a, 1-x)
 }
 
 // logLowerTail returns log I_x(a, b).
 func logLowerTail(a, b, x float64) float64 {
-	return safeLog(mathext.RegIncBeta(a, b, x))
+	return logRegIncBeta(a, b, x)
+}
+
+// logRegIncBeta returns log I_x(a, b), accurate far into the tails, where
+// I_x itself underflows: with hundreds of thousands of requests the
+// truncated mixtures' tail terms fall below 1e-300, and flooring them
+// would inflate the e-values they divide. Where I_x is not small it is
+// gonum's RegIncBeta; in the tail it is the continued fraction of
+// Numerical Recipes §6.4 (modified Lentz) with its prefactor in log space.
+func logRegIncBeta(a, b, x float64) float64 {
+	switch {
+	case !(x > 0):
+		return minLogE
+	case x >= 1:
+		return 0
+	}
+	if p := mathext.RegIncBeta(a, b, x); p > 1e-250 {
+		return math.Log(p)
+	}
+	if x >= (a+1)/(a+b+2) {
+		// The continued fraction converges for the complement: I_x is
+		// 1 - I_{1-x}(b, a), and it is only small when that fails too.
+		return math.Log1p(-math.Exp(logRegIncBeta(b, a, 1-x)))
+	}
+	logFront := a*math.Log(x) + b*math.Log1p(-x) - mathext.Lbeta(a, b) - math.Log(a)
+	return logFront + math.Log(betaCF(a, b, x))
+}
+
+// betaCF evaluates the continued fraction of the incomplete beta function
+// by the modified Lentz method (Numerical Recipes §5.2, §6.4).
+func betaCF(a, b, x float64) float64 {
+	const (
+		tiny    = 1e-300
+		eps     = 1e-15
+		maxIter = 100000
+	)
+	qab, qap, qam := a+b, a+1, a-1
+	c, d := 1.0, 1-qab*x/qap
+	if math.Abs(d) < tiny {
+		d = tiny
+	}
+	d = 1 / d
+	h := d
+	for m := 1; m <= maxIter; m++ {
+		fm := float64(m)
+		m2 := 2 * fm
+		aa := fm * (b - fm) * x / ((qam + m2) * (a + m2))
+		d = 1 + aa*d
+		if math.Abs(d) < tiny {
+			d = tiny
+		}
+		c = 1 + aa/c
+		if math.Abs(c) < tiny {
+			c = tiny
+		}
+		d = 1 / d
+		h *= d * c
+		aa = -(a + fm) * (qab + fm) * x / ((a + m2) * (qap + m2))
+		d = 1 + aa*d
+		if math.Abs(d) < tiny {
+			d = tiny
+		}
+		c = 1 + aa/c
+		if math.Abs(c) < tiny {
+			c = tiny
+		}
+		d = 1 / d
+		del := d * c
+		h *= del
+		if math.Abs(del-1) < eps {
+			break
+		}
+	}
+	return h
 }
 
 // minLogE and maxLogE keep every log e-value finite.

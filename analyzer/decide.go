@@ -142,24 +142,26 @@ func (a *Analyzer) Decide(s Step) Verdict {
 // the nominal weight, over the requests since the test (re)started.
 //
 // Batches arrive one variant at a time, so at any moment up to one batch of
-// each variant may be "in flight": the e-value is taken at the most
-// favourable of the counts that one more batch of either variant would
-// give (for single events the slack is one request). A mismatch is
-// reported while the current e-value is at least 1/AlphaSRM (Ville's
-// inequality bounds the chance that it ever is under the null); the
-// reported e-value is the step's running maximum.
+// each variant may be "in flight": the e-value is taken at the counts,
+// within one batch (the largest seen, of either variant) of the observed
+// ones, that are closest to the nominal share; for single events the slack
+// is one request. A mismatch is reported while that e-value is at least
+// 1/AlphaSRM (Ville's inequality bounds the chance that it ever is under
+// the null); the reported e-value is the step's running maximum.
 func (a *Analyzer) checkSRM(w float64) (bool, string) {
 	nA, nB := a.srmReq[Baseline], a.srmReq[Canary]
 	if !(w > 0 && w < 100) || nA+nB == 0 {
 		return false, ""
 	}
-	lA, lB := max(a.srmLump[Baseline], 1), max(a.srmLump[Canary], 1)
-	now := math.Inf(1)
-	for _, d := range [...][2]int64{{0, 0}, {lA, 0}, {0, lB}, {lA, lB}} {
-		fa, fb := float64(nA+d[0]), float64(nB+d[1])
-		now = math.Min(now, logBetaBinom2(fb, fa+fb, w/100, srmK))
+	slack := float64(max(a.srmLump[Baseline], a.srmLump[Canary], 1))
+	p := w / 100
+	fa, fb := float64(nA), float64(nB)
+	if fb < p*(fa+fb) {
+		fb = math.Min(fb+slack, math.Ceil(p/(1-p)*fa)) // a canary batch may be on its way
+	} else {
+		fa = math.Min(fa+slack, math.Ceil((1-p)/p*fb)) // a baseline batch may be
 	}
-	a.srmNow = clampLog(now)
+	a.srmNow = clampLog(logBetaBinom2(fb, fa+fb, p, srmK))
 	a.srmLogE = math.Max(a.srmLogE, a.srmNow)
 	if a.srmNow < math.Log(1/AlphaSRM) {
 		return false, ""

@@ -219,12 +219,14 @@ func (a *Analyzer) evalQuantile(m *metricState) evidence {
 	aLo, aHi := quantileCS(ha, s.q, a.cfg.Alpha/2, s.warm)
 	bLo, bHi := quantileCS(hb, s.q, a.cfg.Alpha/2, s.warm)
 	e.res.Lower, e.res.Upper = 0, maxRatio
-	if aHi > 0 {
+	if !math.IsInf(aHi, 1) {
 		e.res.Lower = clampRatio(bLo / aHi)
 	}
-	if aLo > 0 {
+	if aLo > 0 && !math.IsInf(bHi, 1) {
 		e.res.Upper = clampRatio(bHi / aLo)
 	}
+	e.res.Lower = math.Min(e.res.Lower, e.res.Estimate)
+	e.res.Upper = math.Max(e.res.Upper, e.res.Estimate)
 	e.logRoll, e.logProm = s.logERollback(), s.logEPromote()
 	e.ready = s.frozen() && s.trials > 0 && ha.n > 0 && hb.n > 0
 	share := 0.0

@@ -3,7 +3,6 @@ package analyzer
 import (
 	"math"
 	"math/rand/v2"
-	"testing"
 )
 
 // defaultConfig is the policy of DESIGN.md: errors, latency, p99, cpu.
@@ -19,8 +18,7 @@ func defaultConfig() Config {
 	}
 }
 
-func mustNew(t testing.TB, cfg Config) *Analyzer {
-	t.Helper()
+func mustNew(t interface{ Fatalf(string, ...any) }, cfg Config) *Analyzer {
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

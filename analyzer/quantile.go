@@ -167,10 +167,11 @@ func (s *quantState) logEPromote() float64 {
 // quantileCS returns a display-only confidence interval for the q-quantile
 // of one arm: a time-uniform normal-mixture boundary on the rank with
 // variance n q (1-q) (asymptotic; Howard et al. 2021), at level alpha,
-// mapped through the histogram (conservative bucket edges).
+// mapped through the histogram (conservative bucket edges). hi is +Inf
+// when the rank bound exceeds the sample.
 func quantileCS(h *hist, q, alpha float64, warm int64) (lo, hi float64) {
 	if h.n == 0 {
-		return 0, maxRatio
+		return 0, math.Inf(1)
 	}
 	n := float64(h.n)
 	v := n * q * (1 - q)
@@ -182,7 +183,7 @@ func quantileCS(h *hist, q, alpha float64, warm int64) (lo, hi float64) {
 	if rl >= 1 {
 		lo = bucketLower(h.rankBucket(rl))
 	}
-	hi = maxRatio
+	hi = math.Inf(1)
 	if rh <= h.n {
 		hi = BucketUpper(h.rankBucket(rh))
 	}

@@ -29,7 +29,7 @@ func reps(n int) int {
 // at the first rollback. It returns whether it rolled back, after how many
 // requests, and the last verdict. Promotes are ignored (the step schedule
 // is fixed), so an A/A run measures P(ever roll back) over the horizon.
-func simRun(t testing.TB, cfg Config, s *stream, weights []float64, perStep, every int) (bool, int, Verdict) {
+func simRun(t interface{ Fatalf(string, ...any) }, cfg Config, s *stream, weights []float64, perStep, every int) (bool, int, Verdict) {
 	a := mustNew(t, cfg)
 	var o Observation
 	var v Verdict
@@ -225,4 +225,57 @@ func TestDetectLatency(t *testing.T) {
 	// x1.21, the true effect here, so only the true-effect size applies.
 	fixedTrue := zTestN(math.Log(1.2/1.1), 1, 1, 0.05, cfg.Alpha)
 	checkDetection(t, "latency x1.2", at, causes, fixedTrue, 0, 1.5)
+}
+
+func TestDetectTail(t *testing.T) {
+	cfg := only("p99")
+	n := reps(40)
+	const horizon = 300000
+	// Canary latencies above the baseline's p95 are stretched by 1.5: p99
+	// (and every quantile above p95) is x1.5, the mean barely moves.
+	at, causes := detection(t, cfg, n, horizon, func(s *stream) {
+		s.tail, s.tailAt = 1.5, s.logMu[Baseline]+1.6449*s.logSd[Baseline]
+	})
+	caught := causes["p99"]
+	t.Logf("p99 x1.5 tail shift (margin 25%%): caught %d/%d within %d requests; median %d, p90 %d requests",
+		caught, n, horizon, at[n/2], at[n*9/10])
+	if caught < n*8/10 {
+		t.Errorf("tail shift caught %d/%d times, want >= 80%%", caught, n)
+	}
+}
+
+func TestSRMHolds(t *testing.T) {
+	cfg := defaultConfig()
+	n := reps(40)
+	parallel(n, func(i int) {
+		s := newStream(uint64(9000+i), 0)
+		s.srm = 1.4 // the router sends 7% when told 5%
+		a := mustNew(t, cfg)
+		a.StartStep(5)
+		s.share = 0.05 * s.srm
+		var o Observation
+		var v Verdict
+		for j := 1; j <= 40000; j++ {
+			s.next(&o)
+			a.Observe(&o)
+			if j%100 == 0 {
+				v = a.Decide(Step{Weight: 5, Elapsed: time.Hour, MinDuration: time.Minute, MaxDuration: 2 * time.Hour, MinRequests: 250, OnTimeout: Promote})
+				if v.Action == Promote {
+					t.Errorf("rep %d: promoted under SRM after %d requests: %s", i, j, v.Reason)
+					return
+				}
+			}
+		}
+		if v.Action != Hold || v.Cause != "srm" {
+			t.Errorf("rep %d: final verdict %v cause %q (%s), want hold/srm", i, v.Action, v.Cause, v.Reason)
+		}
+		// A timeout with onTimeout=promote must not promote either.
+		v = a.Decide(Step{Weight: 5, Elapsed: 3 * time.Hour, MaxDuration: 2 * time.Hour, MinRequests: 250, OnTimeout: Promote})
+		if v.Action == Promote {
+			t.Errorf("rep %d: timeout promoted under SRM: %s", i, v.Reason)
+		}
+		if i == 0 {
+			t.Logf("SRM verdict: %v cause %q: %s", v.Action, v.Cause, v.Reason)
+		}
+	})
 }
