@@ -546,3 +546,73 @@ func TestDeniedDeadLetterDoesNotStop(t *testing.T) {
 		t.Error("no asynchronous permissions violation reported")
 	}
 }
+
+// TestGapInDeliveriesResets: a delivery the Ingester never receives (here
+// taken by a stray reader of the same durable, as a delivery lost in flight
+// would be) must not be covered by a later AckAll. The Ingester notices the
+// gap in consumer sequences, resets the consumer to its ack floor and gets
+// the missing message again, in order.
+func TestGapInDeliveriesResets(t *testing.T) {
+	_, js := startJetStream(t)
+	cfg := testConfig()
+	cfg.AckWait = time.Minute // the redelivery must come from the reset
+	setup(t, js, cfg)
+	ctx := context.Background()
+	for i := range 5 {
+		publish(t, js, "verdict.events.r1", good("r1", i))
+	}
+	s := newSink("r1")
+	gate := make(chan struct{})
+	in := New(js, cfg, s, nil)
+	stop := run(t, in)
+	eventually(t, "first five acknowledged", func() bool { return consumerInfo(t, js, cfg).AckFloor.Stream == 5 })
+
+	s.mu.Lock()
+	s.gate = gate
+	s.mu.Unlock()
+	for len(s.called) > 0 {
+		<-s.called
+	}
+	publish(t, js, "verdict.events.r1", good("r1", 5)) // seq 6: the Ingester holds it in Deliver
+	<-s.called
+	eventually(t, "the Ingester's pull request to expire", func() bool { return consumerInfo(t, js, cfg).NumWaiting == 0 })
+
+	publish(t, js, "verdict.events.r1", good("r1", 6)) // seq 7: taken by a stray reader
+	cons, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var strayMsgs int
+	for m := range stray.Messages() {
+		strayMsgs++
+		if md, _ := m.Metadata(); md.Sequence.Stream != 7 {
+			t.Fatalf("stray reader got stream seq %d, want 7", md.Sequence.Stream)
+		}
+	}
+	if strayMsgs != 1 {
+		t.Fatalf("stray reader got %d messages, want 1", strayMsgs)
+	}
+	publish(t, js, "verdict.events.r1", good("r1", 7)) // seq 8
+	close(gate)
+
+	eventually(t, "all eight delivered", func() bool { return len(s.delivered()) >= 8 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := s.delivered()
+	if len(got) != 8 {
+		t.Fatalf("delivered %d messages, want 8", len(got))
+	}
+	for i, m := range got {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("delivered[%d].Seq = %d, want %d", i, m.Seq, i+1)
+		}
+	}
+	if info := consumerInfo(t, js, cfg); info.AckFloor.Stream != 8 || info.NumAckPending != 0 {
+		t.Fatalf("AckFloor = %d, NumAckPending = %d, want 8 and 0", info.AckFloor.Stream, info.NumAckPending)
+	}
+}
