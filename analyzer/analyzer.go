@@ -43,7 +43,7 @@ type Analyzer struct {
 	stepReq [2]int64 // all requests
 	cur     stepCounts
 	srmReq  [2]int64 // requests since the SRM test (re)started
-	srmLump [2]int64 // largest batch of each variant since then
+	srmLump [2]int64 // largest batch of each variant so far (the router's batch size)
 	srmLogE float64  // running max of the step's SRM log e-value (reported)
 	srmNow  float64  // the SRM log e-value at the last Decide
 
@@ -195,7 +195,7 @@ func (a *Analyzer) StartStep(weight float64) {
 // have had time to apply a new weight, so requests routed at the old
 // weight during the switch are not taken for a mismatch.
 func (a *Analyzer) RestartSRM() {
-	a.srmReq, a.srmLump = [2]int64{}, [2]int64{}
+	a.srmReq = [2]int64{}
 	a.srmLogE, a.srmNow = 0, 0
 }
 
