@@ -127,15 +127,14 @@ func (in *Ingester) Run(ctx context.Context) error {
 			return err
 		case errors.Is(err, errGap):
 			in.log.Warn("ingest: deliveries lost in flight; resetting the consumer to its ack floor")
-			if err := in.reset(ctx); err != nil && ctx.Err() == nil {
-				in.log.Error("ingest: reset consumer", "err", err)
+			if err = in.reset(ctx); err == nil {
+				continue
 			}
-			continue
 		}
 		if ctx.Err() != nil {
 			break
 		}
-		in.log.Warn("ingest: fetch failed; retrying", "err", err, "backoff", backoff)
+		in.log.Warn("ingest: consuming failed; retrying", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
