@@ -183,10 +183,11 @@ func NewEmitter(nc *nats.Conn, opts EmitterOptions) (*Emitter, error) {
 }
 
 // Emit queues one request for publishing and reports whether it was
-// accepted. It never blocks: when the queue is full, or the rollout id is
-// invalid, or Close has been called, the request is dropped and counted.
+// accepted. It never blocks: when the queue is full, the rollout id or the
+// variant is invalid, or Close has been called, the request is dropped and
+// counted.
 func (e *Emitter) Emit(ev Event) bool {
-	if e.closed.Load() || !telemetry.ValidRollout(ev.Rollout) {
+	if e.closed.Load() || ev.Variant > Canary || !telemetry.ValidRollout(ev.Rollout) {
 		e.dropped.Add(1)
 		return false
 	}
@@ -232,13 +233,28 @@ func (e *Emitter) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		e.abortOnce()
 		<-e.done
+		e.dropQueued()
 		return fmt.Errorf("router: emitter close: %w", ctx.Err())
 	}
+	e.dropQueued()
 	select {
 	case <-e.js.PublishAsyncComplete():
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("router: emitter close: %d publishes unacknowledged: %w", e.js.PublishAsyncPending(), ctx.Err())
+	}
+}
+
+// dropQueued counts as dropped what Emit calls racing with Close queued
+// after the goroutine's last look at the queue.
+func (e *Emitter) dropQueued() {
+	for {
+		select {
+		case <-e.queue:
+			e.dropped.Add(1)
+		default:
+			return
+		}
 	}
 }
 
@@ -311,7 +327,7 @@ func (e *Emitter) handle(ev Event) {
 			Variant: analyzer.Variant(ev.Variant),
 			Time:    ev.Time.UTC(),
 			Unit:    unit,
-			Values:  ev.Values,
+			Values:  validValues(ev.Values),
 			Single: analyzer.Observation{
 				Variant:    analyzer.Variant(ev.Variant),
 				HasOutcome: true,
@@ -383,4 +399,36 @@ func (e *Emitter) publish(rec *telemetry.Record) {
 		return
 	}
 	e.published.Add(1)
+}
+
+// validValues returns vs without the values the wire format would reject
+// (which would make ingest reject the whole event): names not matching
+// [A-Za-z0-9_.-]{1,64}, values not in (0, MaxValue], beyond MaxValues.
+func validValues(vs map[string]float64) map[string]float64 {
+	ok := func(name string, v float64) bool {
+		if !(v > 0 && v <= telemetry.MaxValue) || len(name) == 0 || len(name) > telemetry.MaxNameLen {
+			return false
+		}
+		for i := 0; i < len(name); i++ {
+			c := name[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+				return false
+			}
+		}
+		return true
+	}
+	clean := len(vs) <= telemetry.MaxValues
+	for name, v := range vs {
+		clean = clean && ok(name, v)
+	}
+	if clean {
+		return vs
+	}
+	out := make(map[string]float64, min(len(vs), telemetry.MaxValues))
+	for name, v := range vs {
+		if ok(name, v) && len(out) < telemetry.MaxValues {
+			out[name] = v
+		}
+	}
+	return out
 }

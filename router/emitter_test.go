@@ -211,3 +211,29 @@ func TestEmitterRejectsBadRollout(t *testing.T) {
 		t.Fatalf("Dropped = %d, want 1", got)
 	}
 }
+
+func TestEmitterValuesAndBadVariant(t *testing.T) {
+	n := newTestNATS(t)
+	e, err := NewEmitter(n.nc, EmitterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Emit(Event{Rollout: "co", Variant: Variant(7)}) {
+		t.Error("Emit with Variant(7) accepted")
+	}
+	// Values ingest would reject are left out, not the whole event.
+	e.Emit(Event{Rollout: "co", Variant: Canary, Latency: -1,
+		Values: map[string]float64{"cpu_ms": 3, "zero": 0, "bad name": 1}})
+	closeEmitter(t, e)
+	msgs := readEvents(t, n.js)
+	if len(msgs) != 1 {
+		t.Fatalf("stream holds %d messages, want 1", len(msgs))
+	}
+	rec := msgs[0].rec
+	if len(rec.Values) != 1 || rec.Values["cpu_ms"] != 3 || rec.Single.HasLatency {
+		t.Fatalf("event = %+v, want only value cpu_ms=3 and no latency", rec)
+	}
+	if got := e.Stats().Dropped; got != 1 {
+		t.Fatalf("Dropped = %d, want 1", got)
+	}
+}

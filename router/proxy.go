@@ -131,8 +131,26 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Set(OverriddenHeader, "1")
 	}
 	rec := &recorder{ResponseWriter: w}
+	defer func() {
+		// ReverseProxy aborts the response with http.ErrAbortHandler when
+		// copying the body fails. Unless the client went away, the backend
+		// did: that request failed, and is reported before the panic goes on.
+		if rv := recover(); rv != nil {
+			if rv == http.ErrAbortHandler && r.Context().Err() == nil {
+				p.report(v, forced, unit, start, true)
+			}
+			panic(rv)
+		}
+	}()
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), variantKey{}, v)))
-	if p.emitter == nil || rec.canceled {
+	if !rec.canceled {
+		p.report(v, forced, unit, start, rec.transportErr || rec.status >= 500)
+	}
+}
+
+// report emits one proxied request, or counts it when its version was forced.
+func (p *Proxy) report(v Variant, forced bool, unit string, start time.Time, failed bool) {
+	if p.emitter == nil {
 		return
 	}
 	if forced {
@@ -145,7 +163,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Unit:    unit,
 		Time:    start,
 		Latency: time.Since(start),
-		Failed:  rec.transportErr || rec.status >= 500,
+		Failed:  failed,
 	})
 }
 

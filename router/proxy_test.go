@@ -198,3 +198,47 @@ func TestNewProxyRejectsBadOptions(t *testing.T) {
 }
 
 var discardLog = log.New(io.Discard, "", 0)
+
+// A backend that dies in the middle of a response body is an error, even
+// though its status was 200.
+func TestProxyBackendAbortIsAnError(t *testing.T) {
+	n := newTestNATS(t)
+	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer dying.Close()
+	putRoute(t, n.kv, Route{Rollout: "co", Weight: 100, State: "progressing", Seq: 1})
+	tb := NewTable(n.js, TableOptions{})
+	runTable(t, tb)
+	em, err := NewEmitter(n.nc, EmitterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := mustURL(t, dying.URL)
+	p, err := NewProxy(tb, em, ProxyOptions{Rollout: "co", Baseline: u, Canary: u, ErrorLog: discardLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewUnstartedServer(p)
+	front.Config.ErrorLog = discardLog
+	front.Start()
+	defer front.Close()
+	resp, err := front.Client().Get(front.URL)
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// The client may see the broken response before the handler returns.
+	eventually(t, "the request reported", func() bool { return em.Stats().Queued == 1 })
+	closeEmitter(t, em)
+	if got := tallyOf(readEvents(t, n.js)); got != (tally{requests: [2]int64{0, 1}, errors: [2]int64{0, 1}}) {
+		t.Fatalf("stream tally %+v, want one failed canary request", got)
+	}
+}

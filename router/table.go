@@ -137,9 +137,6 @@ func (t *Table) Run(ctx context.Context) error {
 	nc := t.js.Conn()
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 	defer nc.RemoveStatusListener(reconnected)
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
 	for {
 		err := t.watch(ctx, reconnected)
 		if ctx.Err() != nil {
@@ -150,11 +147,10 @@ func (t *Table) Run(ctx context.Context) error {
 			continue
 		}
 		t.log.Warn("routes watch lost; keeping the last known routes", "bucket", t.bucket, "err", err)
-		timer.Reset(t.retry)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-timer.C:
+		case <-time.After(t.retry):
 		}
 	}
 }
