@@ -408,7 +408,11 @@ func (in *Ingester) deadLetter(h received, rerr *telemetry.Error) deadLetter {
 	seq := strconv.FormatUint(h.meta.Sequence.Stream, 10)
 	m := nats.NewMsg(in.cfg.RejectedPrefix + "." + string(rerr.Reason))
 	m.Header.Set(HeaderReason, string(rerr.Reason))
-	m.Header.Set(HeaderError, headerValue(rerr.Error()))
+	detail := string(rerr.Reason)
+	if rerr.Err != nil {
+		detail = rerr.Err.Error()
+	}
+	m.Header.Set(HeaderError, headerValue(detail))
 	m.Header.Set(HeaderStreamSeq, seq)
 	m.Header.Set(HeaderSubject, h.msg.Subject())
 	m.Header.Set(jetstream.MsgIDHeader, in.cfg.Stream+"/"+seq)
