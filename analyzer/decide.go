@@ -192,9 +192,13 @@ func (a *Analyzer) rollbackReason(m *metricState, e *evidence, avg float64) stri
 		word, margin = "falls below", -margin
 	}
 	r := &e.res
-	return fmt.Sprintf("%s: canary/baseline %sx (%.3g%% CS %sx..%sx) %s %+.3g%% (e=%.3g, combined e=%.3g >= %.3g)",
+	s := fmt.Sprintf("%s: canary/baseline %sx (%.3g%% CS %sx..%sx) %s %+.3g%% (e=%.3g",
 		m.Name, fmtRatio(r.Estimate), 100*(1-a.cfg.Alpha), fmtRatio(r.Lower), fmtRatio(r.Upper),
-		word, margin, r.EValue, math.Exp(avg), 1/a.cfg.Alpha)
+		word, margin, r.EValue)
+	if len(a.metrics) > 1 {
+		s += fmt.Sprintf(", weighted average e=%.3g", math.Exp(avg))
+	}
+	return s + fmt.Sprintf(" >= %.3g)", 1/a.cfg.Alpha)
 }
 
 func waitReason(m *metricState, e *evidence, thrP, alpha float64) string {
