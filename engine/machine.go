@@ -15,6 +15,13 @@ import (
 // of looks; a count-based one keeps serve and replay identical.
 const EvalEvery = 100
 
+// SRMGrace is how long after a step starts (rollout time) the routers have
+// to apply the new weight: the sample ratio mismatch test of a step counts
+// only the requests after it (or after half the step's minimum duration,
+// when that is shorter), so requests still routed at the old weight during
+// the switch are not taken for a mismatch.
+const SRMGrace = 10 * time.Second
+
 // Machine is one rollout's state machine: it walks the rollout through the
 // policy's steps, asks the analyzer at each evaluation and emits numbered
 // decisions with their evidence. It is pure: no I/O, no wall clock. Time
@@ -38,6 +45,7 @@ type Machine struct {
 	started   bool
 
 	sinceEval int
+	srmAt     time.Time // when the step's SRM test restarts; zero once it has
 	evalAt    time.Time // earliest rollout time at which a deadline needs an evaluation
 	held      string    // cause of the last hold decision in this step, to say it once
 	last      []analyzer.MetricResult
@@ -158,6 +166,7 @@ func (m *Machine) enterStep(i int) {
 	m.an.StartStep(m.weight)
 	s := m.pol.Steps[i]
 	m.evalAt = m.stepStart.Add(s.MinDuration)
+	m.srmAt = m.stepStart.Add(min(SRMGrace, s.MinDuration/2))
 }
 
 // Observe counts one request seen at time t. It returns the decisions the
@@ -204,6 +213,14 @@ func (m *Machine) active() bool { return m.started && !m.state.Terminal() }
 func (m *Machine) tick(t time.Time) {
 	if t.After(m.now) {
 		m.now = t
+	}
+	if !m.srmAt.IsZero() {
+		// Until the grace ends the SRM test keeps restarting: it only
+		// ever sees the requests since the last one.
+		m.an.RestartSRM()
+		if !m.now.Before(m.srmAt) {
+			m.srmAt = time.Time{}
+		}
 	}
 }
 

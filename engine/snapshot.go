@@ -23,6 +23,7 @@ type snapshot struct {
 	StepStart  time.Time               `json:"stepStart"`
 	Now        time.Time               `json:"now"`
 	EvalAt     time.Time               `json:"evalAt"`
+	SRMAt      time.Time               `json:"srmAt"`
 	SinceEval  int                     `json:"sinceEval"`
 	Held       string                  `json:"held,omitempty"`
 	Last       []analyzer.MetricResult `json:"last,omitempty"`
@@ -41,7 +42,7 @@ func (m *Machine) MarshalState(streamSeq uint64) ([]byte, error) {
 	return json.Marshal(snapshot{
 		Version: 1, Spec: m.spec, PolicyHash: m.pol.Hash, State: m.state, Paused: m.paused,
 		Step: m.step, Weight: m.weight, Seq: m.seq, StepStart: m.stepStart, Now: m.now,
-		EvalAt: m.evalAt, SinceEval: m.sinceEval, Held: m.held, Last: m.last,
+		EvalAt: m.evalAt, SRMAt: m.srmAt, SinceEval: m.sinceEval, Held: m.held, Last: m.last,
 		Requests: m.requests, Analyzer: ab, StreamSeq: streamSeq,
 	})
 }
@@ -68,7 +69,7 @@ func (m *Machine) UnmarshalState(data []byte) (uint64, error) {
 	}
 	m.spec.Paused, m.spec.Abort = s.Spec.Paused, s.Spec.Abort
 	m.state, m.paused, m.step, m.weight, m.seq = s.State, s.Paused, s.Step, s.Weight, s.Seq
-	m.stepStart, m.now, m.evalAt, m.sinceEval = s.StepStart, s.Now, s.EvalAt, s.SinceEval
+	m.stepStart, m.now, m.evalAt, m.srmAt, m.sinceEval = s.StepStart, s.Now, s.EvalAt, s.SRMAt, s.SinceEval
 	m.held, m.last, m.started, m.requests = s.Held, s.Last, true, s.Requests
 	return s.StreamSeq, nil
 }
