@@ -89,10 +89,12 @@ var scenarios = func() []Scenario {
 	p99.TailRatio = 1.5
 	srm := base("srm", "A/A, but the router sends the canary 1.4x the share it was told")
 	srm.SRM = 1.4
+	edge := base("at-margins", "canary errors x1.2 and latency x1.1: the edge of the null for margins of 20% and 10%")
+	edge.ErrorRatio, edge.LatencyRatio = 1.2, 1.1
 
 	return []Scenario{
 		base("aa", "A/A: 1% errors, lognormal latency median 50 ms, log-sd 1, on both versions"),
-		heavy, diurnal, bursty, e15, e3, lat, p99, srm,
+		heavy, diurnal, bursty, e15, e3, lat, p99, srm, edge,
 	}
 }()
 

@@ -38,11 +38,29 @@ func reps(n int) int {
 
 func simulate(t *testing.T, scenario string, n int, share float64) *Report {
 	t.Helper()
+	return simulateWith(t, "", scenario, n, share)
+}
+
+// simulateWith runs a scenario under the named policy of
+// testdata/sim/single.yaml, or under testdata/sim/policy.yaml when name is
+// empty.
+func simulateWith(t *testing.T, name, scenario string, n int, share float64) *Report {
+	t.Helper()
+	pol := simPolicy(t)
+	if name != "" {
+		set, err := policy.Load("../testdata/sim/single.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pol = set[name]; pol == nil {
+			t.Fatalf("testdata/sim/single.yaml: no policy %s", name)
+		}
+	}
 	sc, err := Lookup(scenario)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(context.Background(), Config{Policy: simPolicy(t), Scenario: sc, Reps: n, Seed: 20261126, Share: share})
+	rep, err := Run(context.Background(), Config{Policy: pol, Scenario: sc, Reps: n, Seed: 20261126, Share: share})
 	if err != nil {
 		t.Fatalf("Run(%s) = %v", scenario, err)
 	}
@@ -127,16 +145,27 @@ func TestSimulateAA(t *testing.T) {
 // TestSimulateDetection: Verdict catches real regressions before a
 // fixed-horizon test with 80% power has even finished, catches a tail-only
 // regression by its quantile metric, and never promotes through a sample
-// ratio mismatch.
+// ratio mismatch. The single-metric cases run the same scenario under one
+// metric of the policy (testdata/sim/single.yaml): the rollback rule
+// averages the metrics' e-values, so with three metrics the regressed one
+// must reach 3/alpha alone, while the fixed-horizon peer tests each metric
+// at alpha.
 func TestSimulateDetection(t *testing.T) {
-	t.Run("errors-x3", func(t *testing.T) {
-		t.Parallel()
-		fasterThanFixed(t, simulate(t, "errors-x3", reps(200), 0))
-	})
-	t.Run("latency-x1.2", func(t *testing.T) {
-		t.Parallel()
-		fasterThanFixed(t, simulate(t, "latency-x1.2", reps(200), 0))
-	})
+	for _, tc := range []struct{ scenario, policy string }{
+		{"errors-x3", ""},
+		{"errors-x3", "sim-errors"},
+		{"latency-x1.2", ""},
+		{"latency-x1.2", "sim-latency"},
+	} {
+		name := tc.scenario
+		if tc.policy != "" {
+			name += "/" + tc.policy
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fasterThanFixed(t, simulateWith(t, tc.policy, tc.scenario, reps(200), 0))
+		})
+	}
 	t.Run("p99-x1.5", func(t *testing.T) {
 		t.Parallel()
 		rep := simulate(t, "p99-x1.5", reps(200), 0)
@@ -186,8 +215,8 @@ func fasterThanFixed(t *testing.T, rep *Report) {
 		t.Fatalf("%s: verdict never rolled back in %d reps", rep.Scenario, rep.Reps)
 	}
 	if *v.MedianRequestsToRollback >= mw.SampleSize {
-		t.Errorf("%s: verdict median requests to rollback %d (rollback rate %.3f), want below the fixed-horizon sample size %d",
-			rep.Scenario, *v.MedianRequestsToRollback, v.RollbackRate, mw.SampleSize)
+		t.Errorf("%s, policy %s: verdict median requests to rollback %d (rollback rate %.3f), want below the fixed-horizon sample size %d",
+			rep.Scenario, rep.Policy, *v.MedianRequestsToRollback, v.RollbackRate, mw.SampleSize)
 	}
 }
 
