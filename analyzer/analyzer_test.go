@@ -156,7 +156,9 @@ func TestStateSize(t *testing.T) {
 	if heap >= 64<<10 || len(data) >= 64<<10 {
 		t.Errorf("state: heap %d, checkpoint %d bytes; want both < 64 KiB", heap, len(data))
 	}
-	if allocs := testing.AllocsPerRun(1000, func() { a.Observe(&Observation{Variant: Canary, HasLatency: true, LatencyMs: 3, HasOutcome: true, Error: true, Unit: 9}) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(1000, func() {
+		a.Observe(&Observation{Variant: Canary, HasLatency: true, LatencyMs: 3, HasOutcome: true, Error: true, Unit: 9})
+	}); allocs != 0 {
 		t.Errorf("Observe allocates %v times per call, want 0", allocs)
 	}
 }
@@ -272,7 +274,12 @@ func TestDecisionRule(t *testing.T) {
 		{"unclear", func(a *Analyzer) { batch(a, Baseline, 5000, 50); batch(a, Canary, 5000, 55) }, func(*Step) {}, Hold, "error-rate", "waiting for evidence"},
 		{"unclear timeout", func(a *Analyzer) { batch(a, Baseline, 5000, 50); batch(a, Canary, 5000, 55) }, func(s *Step) { s.Elapsed = 3 * time.Hour }, Rollback, "timeout", "timed out"},
 		{"unclear timeout promote", func(a *Analyzer) { batch(a, Baseline, 5000, 50); batch(a, Canary, 5000, 55) }, func(s *Step) { s.Elapsed, s.OnTimeout = 3*time.Hour, Promote }, Promote, "timeout", "by policy"},
-		{"srm", func(a *Analyzer) { batch(a, Baseline, 6e5, 6e3); batch(a, Canary, 4e5, 4e3) }, func(*Step) {}, Hold, "srm", "sample ratio mismatch: canary got 40% of requests, told 50%"},
+		{"srm", func(a *Analyzer) {
+			for range 100 {
+				batch(a, Baseline, 6000, 60)
+				batch(a, Canary, 4000, 40)
+			}
+		}, func(*Step) {}, Hold, "srm", "sample ratio mismatch: canary got 40% of requests, told 50%"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

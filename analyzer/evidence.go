@@ -8,9 +8,9 @@ import (
 // evidence is one metric's state of evidence at one Decide.
 type evidence struct {
 	res     MetricResult
-	logRoll float64 // one-sided rollback log e-value
-	logProm float64 // one-sided promote log e-value
-	ready   bool    // enough data for the promote test to mean something
+	logRoll float64       // one-sided rollback log e-value
+	logProm float64       // one-sided promote log e-value
+	ready   bool          // enough data for the promote test to mean something
 	bound   func() string // the promote-side bound, for reasons (lazy: costly)
 }
 
