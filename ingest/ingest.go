@@ -42,6 +42,7 @@ type Sink interface {
 // Run it once at a time per durable consumer (see Run).
 type Ingester struct {
 	js   jetstream.JetStream
+	dl   jetstream.JetStream // dead-letter publisher, with its own async timeout
 	cfg  Config
 	sink Sink
 	log  *slog.Logger
@@ -72,7 +73,37 @@ func New(js jetstream.JetStream, cfg Config, sink Sink, log *slog.Logger) *Inges
 		in.reasons[r] = i
 	}
 	in.rejected = make([]atomic.Uint64, len(in.reasons))
+	in.dl = deadLetterPublisher(js, in.cfg.DeadLetterTimeout, log)
 	return in
+}
+
+// deadLetterPublisher returns a JetStream context on js's connection whose
+// asynchronous publishes time out after timeout: a dead letter whose PubAck
+// never comes (a denied permission is reported only to the connection's
+// error handler) must not stay pending forever, whatever options the
+// caller's context has.
+func deadLetterPublisher(js jetstream.JetStream, timeout time.Duration, log *slog.Logger) jetstream.JetStream {
+	nc := js.Conn()
+	if nc == nil {
+		return js
+	}
+	o := js.Options()
+	opts := []jetstream.JetStreamOpt{jetstream.WithPublishAsyncTimeout(timeout)}
+	var pub jetstream.JetStream
+	var err error
+	switch {
+	case o.Domain != "":
+		pub, err = jetstream.NewWithDomain(nc, o.Domain, opts...)
+	case o.APIPrefix != "":
+		pub, err = jetstream.NewWithAPIPrefix(nc, o.APIPrefix, opts...)
+	default:
+		pub, err = jetstream.New(nc, opts...)
+	}
+	if err != nil {
+		log.Warn("ingest: dead letters use the caller's JetStream context", "err", err)
+		return js
+	}
+	return pub
 }
 
 var errGap = errors.New("deliveries lost in flight")
@@ -422,7 +453,7 @@ func (in *Ingester) deadLetter(h received, rerr *telemetry.Error) deadLetter {
 		m.Data = m.Data[:in.cfg.TruncateRejected]
 	}
 	d := deadLetter{reason: rerr.Reason, msg: m}
-	fut, err := in.js.PublishMsgAsync(m)
+	fut, err := in.dl.PublishMsgAsync(m)
 	if err == nil {
 		d.fut = fut
 	}
@@ -452,7 +483,7 @@ func (in *Ingester) awaitDeadLetters(ctx context.Context, dead []deadLetter) {
 			}
 		}
 		if ctx.Err() == nil {
-			if _, err = in.js.PublishMsg(ctx, d.msg); err == nil {
+			if _, err = in.dl.PublishMsg(ctx, d.msg); err == nil {
 				continue
 			}
 		}
