@@ -144,9 +144,12 @@
 // Per step, the two-sided Beta-binomial mixture e-value of the canary's
 // request count against the nominal weight (a = k w, b = k (1-w), k =
 // 1000: tuned to shares a few tenths of a percentage point off at 5%).
-// SRM is detected, and stays detected for the step, when the e-value
-// reaches 1/AlphaSRM = 1000. It blocks promotion (also on timeout) and
-// holds with cause "srm". Lindon & Malek 2022; the ssrm library.
+// Because batches arrive one variant at a time, the counts are first moved
+// towards the nominal share by up to one batch (the largest seen). A
+// mismatch is reported while the e-value is at least 1/AlphaSRM = 1000;
+// RestartSRM lets the engine discard requests routed during a weight
+// switch. A mismatch blocks promotion (also on timeout) and holds with
+// cause "srm". Lindon & Malek 2022; the ssrm library.
 //
 // # Decision rule (STATS §5)
 //

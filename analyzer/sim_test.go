@@ -97,22 +97,29 @@ func TestAAFalseRollback(t *testing.T) {
 		weights []float64
 		perStep int
 		setup   func(s *stream)
+		cfg     Config
 	}
 	scenarios := []scenario{
-		{"pinned-5", []float64{5}, 40000, func(*stream) {}},
-		{"steps-5-25-50", []float64{5, 25, 50}, 10000, func(*stream) {}},
-		{"heavy-tail", []float64{5}, 40000, func(s *stream) { s.logSd = [2]float64{1.5, 1.5} }},
-		{"bursty", []float64{5}, 40000, func(s *stream) { s.burst = 10 }},
+		{"pinned-5", []float64{5}, 40000, func(*stream) {}, cfg},
+		{"steps-5-25-50", []float64{5, 25, 50}, 10000, func(*stream) {}, cfg},
+		{"heavy-tail", []float64{5}, 40000, func(s *stream) { s.logSd = [2]float64{1.5, 1.5} }, cfg},
+		{"bursty", []float64{5}, 40000, func(s *stream) { s.burst = 10 }, cfg},
+		// Long runs: the tail terms of the count e-values go far below
+		// 1e-300 (a regression test for flooring them).
+		{"p99-long-50", []float64{50}, 300000, func(*stream) {}, only("p99")},
 	}
 	for _, sc := range scenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
 			n := reps(200)
+			if sc.perStep > 100000 {
+				n = reps(40)
+			}
 			hits := make([]bool, n)
 			parallel(n, func(i int) {
 				s := newStream(uint64(1000+i), 0)
 				sc.setup(s)
-				hits[i], _, _ = simRun(t, cfg, s, sc.weights, sc.perStep, 100)
+				hits[i], _, _ = simRun(t, sc.cfg, s, sc.weights, sc.perStep, 100)
 			})
 			k := 0
 			for _, h := range hits {
