@@ -15,6 +15,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/verdict-dev/verdict/router"
 	"github.com/verdict-dev/verdict/telemetry"
@@ -60,7 +63,7 @@ Flags:
 
 // proxyConfig is the parsed command line of verdict proxy.
 type proxyConfig struct {
-	rollout, listen            string
+	rollout, listen, metrics   string
 	baseline, canary           *url.URL
 	unitHeader, unitCookie     string
 	overrideHeader             string
@@ -76,6 +79,7 @@ func parseProxyFlags(args []string, stderr io.Writer) (proxyConfig, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.rollout, "rollout", "", "rollout `ID` whose route splits the traffic (required)")
 	fs.StringVar(&c.listen, "listen", ":8080", "`address` to serve on")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on /metrics at this `address` (off when empty)")
 	fs.StringVar(&base, "baseline", "", "baseline backend `URL` (required)")
 	fs.StringVar(&canary, "canary", "", "canary backend `URL` (required)")
 	fs.StringVar(&c.unitHeader, "unit-header", "", "request `header` carrying the unit (user or session id)")
@@ -185,8 +189,17 @@ func proxy(ctx context.Context, c proxyConfig, logger *slog.Logger) (err error) 
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- srv.Serve(ln) }()
+	if c.metrics != "" {
+		msrv, err := serveMetrics(c.metrics, router.NewCollector(emitter, table), served, logger)
+		if err != nil {
+			_ = srv.Close()
+			_ = emitter.Close(context.Background())
+			return err
+		}
+		defer msrv.Close()
+	}
 	logger.Info("proxy listening", "addr", ln.Addr().String(), "rollout", c.rollout,
 		"baseline", c.baseline.Redacted(), "canary", c.canary.Redacted(), "nats", c.natsURL)
 	go func() {
@@ -215,6 +228,27 @@ func proxy(ctx context.Context, c proxyConfig, logger *slog.Logger) (err error) 
 	logger.Info("proxy stopped", "queued", s.Queued, "emitted", s.Emitted, "dropped", s.Dropped,
 		"overridden", s.Overridden, "publish_errors", s.Errors)
 	return err
+}
+
+// serveMetrics serves the router's metrics (and the Go runtime's) on
+// addr/metrics; a serving error is sent on errs.
+func serveMetrics(addr string, c prometheus.Collector, errs chan<- error, logger *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("metrics: %w", err)
+		}
+	}()
+	logger.Info("metrics listening", "addr", ln.Addr().String())
+	return srv, nil
 }
 
 // proxyConnect connects to NATS for a router: it starts even when NATS is

@@ -124,7 +124,7 @@ func TestProxyCommand(t *testing.T) {
 	go func() {
 		code <- run(runCtx, []string{"proxy", "--rollout", "co", "--listen", "127.0.0.1:0",
 			"--baseline", backend("baseline", 200), "--canary", backend("canary", 503),
-			"--unit-header", "X-User-Id", "--nats", ns.ClientURL(), "--batch", "7"}, io.Discard, &stderr)
+			"--unit-header", "X-User-Id", "--nats", ns.ClientURL(), "--batch", "7", "--metrics", "127.0.0.1:0"}, io.Discard, &stderr)
 	}()
 	addrRE := regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
 	var addr string
@@ -155,6 +155,20 @@ func TestProxyCommand(t *testing.T) {
 		}
 		perVariant[want]++
 	}
+	metricsAddr := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`).FindStringSubmatch(stderr.String())
+	if metricsAddr == nil {
+		t.Fatalf("no metrics address in stderr:\n%s", stderr.String())
+	}
+	resp, err := http.Get("http://" + metricsAddr[1] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf(`verdict_router_requests_total{fate="queued"} %d`, n); !strings.Contains(string(metrics), want) {
+		t.Errorf("/metrics lacks %q:\n%s", want, metrics)
+	}
+
 	stop()
 	if c := <-code; c != 0 {
 		t.Fatalf("proxy exit code %d, want 0; stderr:\n%s", c, stderr.String())
