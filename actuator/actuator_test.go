@@ -286,3 +286,34 @@ func TestWatchSpecs(t *testing.T) {
 		t.Fatal("WatchSpecs did not return after cancel")
 	}
 }
+
+func TestRouteAndSpecsQueries(t *testing.T) {
+	a, _ := newActuator(t)
+	ctx := context.Background()
+	if _, err := a.Route(ctx, "checkout-42"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Route(missing) = %v, want ErrNotFound", err)
+	}
+	d, r := decision(3, 25)
+	if err := a.Apply(ctx, d, time.Unix(3, 0), r); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Route(ctx, "checkout-42"); err != nil || got != r {
+		t.Fatalf("Route = %+v, %v, want %+v", got, err, r)
+	}
+	if specs, err := a.Specs(ctx); err != nil || len(specs) != 0 {
+		t.Fatalf("Specs() of an empty bucket = %+v, %v", specs, err)
+	}
+	want := []engine.Spec{{Rollout: "a", Policy: "p"}, {Rollout: "b", Policy: "q", Paused: true}}
+	for _, s := range want {
+		if err := a.PutSpec(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.DeleteSpec(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	specs, err := a.Specs(ctx)
+	if err != nil || len(specs) != 1 || specs[0] != want[1] {
+		t.Fatalf("Specs() = %+v, %v, want only %+v", specs, err, want[1])
+	}
+}
