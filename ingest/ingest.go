@@ -387,4 +387,3 @@ func graceful(ctx context.Context, grace time.Duration) (context.Context, contex
 		cancel()
 	}
 }
-
