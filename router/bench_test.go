@@ -152,3 +152,27 @@ func BenchmarkEmitterPublish(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRequestPath is what the SDK adds to a request handler: a route
+// lookup, the assignment and an Emit (batches, so the publisher keeps up).
+func BenchmarkRequestPath(b *testing.B) {
+	n := newTestNATS(b)
+	putRoute(b, n.kv, Route{Rollout: "co", Weight: 25, State: "progressing", Seq: 1})
+	tb := NewTable(n.js, TableOptions{})
+	runTable(b, tb)
+	em, err := NewEmitter(n.nc, EmitterOptions{Batch: 100, QueueSize: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		start := time.Now()
+		for pb.Next() {
+			v := tb.Assign("co", "user-123")
+			em.Emit(Event{Rollout: "co", Variant: v, Unit: "user-123", Time: start, Latency: time.Millisecond})
+		}
+	})
+	b.StopTimer()
+	closeEmitter(b, em)
+	b.ReportMetric(float64(em.Stats().Dropped)/float64(b.N), "dropped/op")
+}
