@@ -31,8 +31,10 @@ type Store interface {
 type Options struct {
 	Store Store
 	Log   *slog.Logger
-	// Now is the wall clock, used to start rollouts and to advance idle
-	// ones. Defaults to time.Now.
+	// Now is the wall clock as rollouts see it: a rollout starts at Now,
+	// and an idle one's clock follows it. Defaults to time.Now. (How long
+	// a rollout has been idle and when to checkpoint are measured with
+	// the process's own monotonic clock.)
 	Now func() time.Time
 	// IdleAfter is how long (wall time) a rollout may receive no telemetry
 	// before its clock follows the wall clock. Default 10s.

@@ -27,8 +27,8 @@ type owner struct {
 	stopped chan struct{} // closed when run returns
 
 	streamSeq    uint64    // last telemetry stream sequence applied
-	lastData     time.Time // wall time of the last telemetry
-	lastSave     time.Time // wall time of the last checkpoint
+	lastData     time.Time // when the last telemetry came (time.Now: operational, not rollout time)
+	lastSave     time.Time // when the last checkpoint was written (time.Now)
 	dirty        bool      // state changed since the last checkpoint
 	pendingSends int       // Deliver calls holding this owner; guarded by e.mu
 }
@@ -108,7 +108,7 @@ func (o *owner) restore(ctx context.Context) error {
 		if err == nil {
 			o.streamSeq = seq
 			o.e.opts.Log.Info("rollout restored from checkpoint", "rollout", o.id, "seq", o.m.seq, "streamSeq", seq)
-			o.lastData = now
+			o.lastData = time.Now()
 			return o.applySpecFlags(ctx, o.m.Spec(), now)
 		}
 		o.e.opts.Log.Warn("checkpoint unusable, resuming from route", "rollout", o.id, "err", err)
@@ -117,7 +117,7 @@ func (o *owner) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	o.lastData = now
+	o.lastData = time.Now()
 	if found {
 		o.m.ResumeFrom(r, now)
 		o.e.opts.Log.Info("rollout resumed from route", "rollout", o.id, "step", r.Step, "seq", r.Seq)
@@ -137,6 +137,10 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 		if msg.Seq != 0 && msg.Seq <= o.streamSeq {
 			continue // already included in the restored checkpoint
 		}
+		if o.m.State().Terminal() {
+			o.e.ignored.Add(1) // after the end, in the same delivery
+			continue
+		}
 		t := msg.Record.Time
 		if t.IsZero() {
 			t = msg.Received
@@ -152,7 +156,7 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 			}
 		}
 	}
-	o.lastData = o.e.opts.Now()
+	o.lastData = time.Now()
 	o.checkpoint(ctx, false)
 }
 
@@ -185,9 +189,8 @@ func (o *owner) applySpecFlags(ctx context.Context, s Spec, now time.Time) error
 // idle follows the wall clock when no telemetry arrives, so steps of a
 // silent rollout still time out, and checkpoints a changed state.
 func (o *owner) idle(ctx context.Context) {
-	now := o.e.opts.Now()
-	if now.Sub(o.lastData) >= o.e.opts.IdleAfter {
-		if ds := o.m.Advance(now); len(ds) > 0 {
+	if time.Since(o.lastData) >= o.e.opts.IdleAfter {
+		if ds := o.m.Advance(o.e.opts.Now()); len(ds) > 0 {
 			o.dirty = true
 			_ = o.apply(ctx, ds)
 		}
@@ -225,7 +228,7 @@ func (o *owner) apply(ctx context.Context, ds []Decision) error {
 // checkpoint saves the machine's state when it changed and either force
 // is set or CheckpointEvery has passed.
 func (o *owner) checkpoint(ctx context.Context, force bool) {
-	now := o.e.opts.Now()
+	now := time.Now()
 	if !o.dirty || (!force && now.Sub(o.lastSave) < o.e.opts.CheckpointEvery) {
 		return
 	}

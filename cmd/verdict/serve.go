@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/verdict-dev/verdict/policy"
+)
+
+func init() {
+	register("serve", command{summary: "run the engine (embedded JetStream by default)", run: runServe})
+}
+
+const serveUsage = `Usage: verdict serve [flags]
+
+Runs the engine: consumes telemetry from JetStream, analyzes every rollout in
+KV verdict_rollouts under its policy, publishes decisions and writes route
+weights. By default it starts an embedded JetStream server on --listen with
+its data in --data, so routers and the CLI can connect to it; with --nats it
+connects to an existing server or cluster instead. Policies are read from
+--policies and reloaded when the directory changes (an invalid set is
+reported and the previous one kept). SIGINT or SIGTERM stop it cleanly:
+fetching stops, rollouts apply what they hold and checkpoint, and the
+connection drains.
+
+Flags:
+`
+
+type serveFlags struct {
+	listen, data, natsURL, creds, user, password string
+	tlsCert, tlsKey, tlsCA                       string
+	policies                                     string
+	reload                                       time.Duration
+	metrics, logFormat, logLevel                 string
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:4222", "client `address` of the embedded server")
+	fs.StringVar(&f.data, "data", "./verdict-data", "`directory` of the embedded server's JetStream store")
+	fs.StringVar(&f.natsURL, "nats", "", "connect to this NATS `URL` instead of embedding a server")
+	addAuthFlags(fs, &f.creds, &f.user, &f.password, &f.tlsCert, &f.tlsKey, &f.tlsCA)
+	fs.StringVar(&f.policies, "policies", "./policies", "`directory` of policy files (*.yaml, *.yml)")
+	fs.DurationVar(&f.reload, "reload", 5*time.Second, "how often to look for policy changes")
+	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this `address` (e.g. :9090); off when empty")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() { fmt.Fprint(stderr, serveUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return 2
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		fmt.Fprintln(stderr, "verdict serve:", err)
+		return 2
+	}
+	if err := serve(ctx, f, log); err != nil {
+		log.Error("serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
+	set, err := policy.Load(f.policies)
+	if err != nil {
+		return fmt.Errorf("policies: %w", err)
+	}
+	log.Info("policies loaded", "dir", f.policies, "count", len(set))
+
+	var nc *nats.Conn
+	if f.natsURL == "" {
+		if err := os.MkdirAll(f.data, 0o755); err != nil {
+			return err
+		}
+		ns, c, err := startEmbedded(embeddedOptions{dir: f.data, listen: f.listen})
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		nc = c
+		log.Info("embedded JetStream server started", "listen", ns.ClientURL(), "data", f.data)
+	} else {
+		opts, err := connectOptions(f.creds, f.user, f.password, f.tlsCert, f.tlsKey, f.tlsCA, log)
+		if err != nil {
+			return err
+		}
+		nc, err = nats.Connect(f.natsURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to %s: %w", f.natsURL, err)
+		}
+		log.Info("connected", "url", nc.ConnectedUrlRedacted())
+	}
+	defer nc.Close()
+
+	st, err := startStack(nc, stackConfig{policies: set, log: log})
+	if err != nil {
+		return err
+	}
+	wctx, stopWatcher := context.WithCancel(context.Background())
+	watcherDone := make(chan error, 1)
+	go func() {
+		w := policy.NewWatcher(f.policies, f.reload)
+		watcherDone <- w.Run(wctx, func(s policy.Set) {
+			st.eng.SetPolicies(s)
+			log.Info("policies reloaded", "count", len(s))
+		}, func(err error) {
+			log.Error("policy reload rejected; keeping the previous set", "err", err)
+		})
+	}()
+	var srv *http.Server
+	if f.metrics != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		reg.MustRegister(st.in.Collectors()...)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv = &http.Server{Addr: f.metrics, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+	}
+	log.Info("engine running")
+	<-ctx.Done()
+	log.Info("shutting down")
+	err = st.shutdown(20 * time.Second)
+	stopWatcher()
+	<-watcherDone
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	if derr := nc.Drain(); derr != nil {
+		err = errors.Join(err, derr)
+	}
+	log.Info("stopped")
+	return err
+}
+
+// addAuthFlags registers the connection flags shared by every command
+// that talks to a NATS server.
+func addAuthFlags(fs *flag.FlagSet, creds, user, password, cert, key, ca *string) {
+	fs.StringVar(creds, "creds", "", "NATS credentials `file`")
+	fs.StringVar(user, "user", "", "NATS user name")
+	fs.StringVar(password, "password", "", "NATS password")
+	fs.StringVar(cert, "tls-cert", "", "client TLS certificate `file`")
+	fs.StringVar(key, "tls-key", "", "client TLS key `file`")
+	fs.StringVar(ca, "tls-ca", "", "TLS root CA `file` to verify the server")
+}
+
+// connectOptions turns the connection flags into nats.Options, with
+// endless reconnects and an error handler: a denied permission only shows
+// up there.
+func connectOptions(creds, user, password, cert, key, ca string, log *slog.Logger) ([]nats.Option, error) {
+	opts := []nats.Option{
+		nats.Name("verdict"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("nats error", "subject", subj, "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+		}),
+	}
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	if user != "" {
+		opts = append(opts, nats.UserInfo(user, password))
+	}
+	if cert != "" || key != "" {
+		if cert == "" || key == "" {
+			return nil, errors.New("--tls-cert and --tls-key go together")
+		}
+		opts = append(opts, nats.ClientCert(cert, key))
+	}
+	if ca != "" {
+		opts = append(opts, nats.RootCAs(ca))
+	}
+	return opts, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
