@@ -202,6 +202,7 @@ func TestDetectErrors(t *testing.T) {
 	pd := 0.01 * designShift * 1.2
 	fixedDesign := zTestN(math.Log(designShift), 0.99/0.01, (1-pd)/pd, 0.05, cfg.Alpha)
 	checkDetection(t, "errors 1%->3%", at, causes, fixedTrue, fixedDesign, 2)
+	logDefault(t, 60000, func(s *stream) { s.pErr[Canary] = 0.03 }, "errors 1%->3%")
 }
 
 // checkDetection logs the stopping-time quantiles next to the fixed-horizon
@@ -232,6 +233,18 @@ func TestDetectLatency(t *testing.T) {
 	// x1.21, the true effect here, so only the true-effect size applies.
 	fixedTrue := zTestN(math.Log(1.2/1.1), 1, 1, 0.05, cfg.Alpha)
 	checkDetection(t, "latency x1.2", at, causes, fixedTrue, 0, 1.5)
+	logDefault(t, 100000, func(s *stream) { s.logMu[Canary] += math.Log(1.2) }, "latency x1.2")
+}
+
+// logDefault logs the detection times under the four-metric default policy,
+// where one metric alone needs E >= 4/alpha (no assertion: for the report).
+func logDefault(t *testing.T, horizon int, setup func(*stream), name string) {
+	if testing.Short() {
+		return
+	}
+	n := reps(100)
+	at, causes := detection(t, defaultConfig(), n, horizon, setup)
+	t.Logf("%s under the 4-metric default policy: median %d, p90 %d requests (n=%d); causes %v", name, at[n/2], at[n*9/10], n, causes)
 }
 
 func TestDetectTail(t *testing.T) {
