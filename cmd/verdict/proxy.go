@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -11,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/verdict-dev/verdict/router"
 	"github.com/verdict-dev/verdict/telemetry"
@@ -28,8 +33,9 @@ func init() {
 }
 
 const proxyUsage = `Usage: verdict proxy --rollout ID --baseline URL --canary URL [flags]
+       verdict proxy --config FILE [flags]
 
-An HTTP reverse proxy for one rollout. It watches the rollout's route in KV
+An HTTP reverse proxy for rollouts. It watches the rollouts' routes in KV
 verdict_routes and sends each request to the baseline or the canary backend:
 a request's unit (--unit-header, else --unit-cookie) is hashed to a fixed
 point in [0,100) and goes to the canary when the point is below the canary
@@ -51,39 +57,71 @@ with value baseline or canary is sent to that version, marked with
 Verdict-Overridden: 1, and left out of the analysis. Anyone who can set the
 header can reach the canary: strip it at your edge if that matters.
 
+With --config, one proxy serves several rollouts, chosen by host and path
+prefix (paths are forwarded unchanged; unmatched requests get 404):
+
+  services:
+    - rollout: checkout-42
+      host: shop.example.com     # optional; any host when absent
+      pathPrefix: /checkout      # optional; "/" when absent
+      baseline: http://checkout-v41:8080
+      canary: http://checkout-v42:8080
+      unitHeader: X-User-Id      # optional; default --unit-header
+      unitCookie: uid            # optional; default --unit-cookie
+
 Ctrl-C (SIGINT) or SIGTERM stops accepting requests, finishes those in
 flight, publishes the remaining telemetry and exits 0. The exit status is 1
 on a runtime error (for example the listen address is taken, or the
 telemetry could not all be published before --shutdown-timeout) and 2 on a
-usage error. The proxy starts even when NATS is unreachable: it serves the
-baseline and reconnects in the background.
+usage error, including a bad --config file. The proxy starts even when NATS
+is unreachable: it serves the baseline and reconnects in the background.
 
 Flags:
 `
 
 // proxyConfig is the parsed command line of verdict proxy.
 type proxyConfig struct {
-	rollout, listen, metrics   string
-	baseline, canary           *url.URL
-	unitHeader, unitCookie     string
+	listen, metrics            string
 	overrideHeader             string
 	natsURL, creds, bucket     string
 	batch, queue               int
 	batchInterval, stopTimeout time.Duration
+	services                   []proxyService
+}
+
+// proxyService is one rollout behind the proxy: from the flags, or one
+// entry of the --config file.
+type proxyService struct {
+	Rollout    string `yaml:"rollout"`
+	Host       string `yaml:"host"`
+	PathPrefix string `yaml:"pathPrefix"`
+	Baseline   string `yaml:"baseline"`
+	Canary     string `yaml:"canary"`
+	UnitHeader string `yaml:"unitHeader"`
+	UnitCookie string `yaml:"unitCookie"`
+
+	baseline, canary *url.URL
+}
+
+// proxyFile is the --config file.
+type proxyFile struct {
+	Services []proxyService `yaml:"services"`
 }
 
 func parseProxyFlags(args []string, stderr io.Writer) (proxyConfig, error) {
 	var c proxyConfig
-	var base, canary string
+	var one proxyService
+	var configFile string
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.rollout, "rollout", "", "rollout `ID` whose route splits the traffic (required)")
+	fs.StringVar(&one.Rollout, "rollout", "", "rollout `ID` whose route splits the traffic (required without --config)")
+	fs.StringVar(&one.Baseline, "baseline", "", "baseline backend `URL` (required without --config)")
+	fs.StringVar(&one.Canary, "canary", "", "canary backend `URL` (required without --config)")
+	fs.StringVar(&configFile, "config", "", "YAML or JSON `file` listing several services (instead of --rollout, --baseline, --canary)")
 	fs.StringVar(&c.listen, "listen", ":8080", "`address` to serve on")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics on /metrics at this `address` (off when empty)")
-	fs.StringVar(&base, "baseline", "", "baseline backend `URL` (required)")
-	fs.StringVar(&canary, "canary", "", "canary backend `URL` (required)")
-	fs.StringVar(&c.unitHeader, "unit-header", "", "request `header` carrying the unit (user or session id)")
-	fs.StringVar(&c.unitCookie, "unit-cookie", "", "cookie `name` carrying the unit, when the header is absent")
+	fs.StringVar(&one.UnitHeader, "unit-header", "", "request `header` carrying the unit (user or session id)")
+	fs.StringVar(&one.UnitCookie, "unit-cookie", "", "cookie `name` carrying the unit, when the header is absent")
 	fs.StringVar(&c.overrideHeader, "override-header", router.DefaultOverrideHeader, "request `header` forcing a version (baseline|canary); \"\" disables")
 	fs.StringVar(&c.natsURL, "nats", "nats://127.0.0.1:4222", "NATS server `URL`")
 	fs.StringVar(&c.creds, "creds", "", "NATS credentials `file`")
@@ -100,18 +138,26 @@ func parseProxyFlags(args []string, stderr io.Writer) (proxyConfig, error) {
 	if fs.NArg() > 0 {
 		problems = append(problems, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
-	if !telemetry.ValidRollout(c.rollout) {
-		problems = append(problems, fmt.Errorf("--rollout %q: want [A-Za-z0-9_-]{1,64}", c.rollout))
-	}
-	var err error
-	if c.baseline, err = backendURL("baseline", base); err != nil {
-		problems = append(problems, err)
-	}
-	if c.canary, err = backendURL("canary", canary); err != nil {
-		problems = append(problems, err)
-	}
 	if c.batch < 0 || c.queue < 1 || c.batchInterval <= 0 {
 		problems = append(problems, errors.New("--batch must be >= 0, --queue >= 1, --batch-interval > 0"))
+	}
+	if configFile == "" {
+		c.services = []proxyService{one}
+	} else if one.Rollout != "" || one.Baseline != "" || one.Canary != "" {
+		problems = append(problems, errors.New("--config replaces --rollout, --baseline and --canary"))
+	} else {
+		services, err := readProxyFile(configFile)
+		if err != nil {
+			problems = append(problems, err)
+		}
+		for i := range services {
+			services[i].UnitHeader = cmp.Or(services[i].UnitHeader, one.UnitHeader)
+			services[i].UnitCookie = cmp.Or(services[i].UnitCookie, one.UnitCookie)
+		}
+		c.services = services
+	}
+	for i := range c.services {
+		problems = append(problems, c.services[i].check(configFile, i)...)
 	}
 	if len(problems) > 0 {
 		return c, errors.Join(problems...)
@@ -119,10 +165,54 @@ func parseProxyFlags(args []string, stderr io.Writer) (proxyConfig, error) {
 	return c, nil
 }
 
-func backendURL(name, s string) (*url.URL, error) {
+// readProxyFile reads the --config file, strictly: unknown fields are errors.
+func readProxyFile(name string) ([]proxyService, error) {
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var f proxyFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(f.Services) == 0 {
+		return nil, fmt.Errorf("%s: no services", name)
+	}
+	return f.Services, nil
+}
+
+// check validates s and parses its URLs; where names the flag or the
+// config entry in messages.
+func (s *proxyService) check(file string, i int) []error {
+	where := func(field string) string {
+		if file == "" {
+			return "--" + field
+		}
+		return fmt.Sprintf("%s: services[%d].%s", file, i, field)
+	}
+	var problems []error
+	if !telemetry.ValidRollout(s.Rollout) {
+		problems = append(problems, fmt.Errorf("%s %q: want [A-Za-z0-9_-]{1,64}", where("rollout"), s.Rollout))
+	}
+	var err error
+	if s.baseline, err = backendURL(where("baseline"), s.Baseline); err != nil {
+		problems = append(problems, err)
+	}
+	if s.canary, err = backendURL(where("canary"), s.Canary); err != nil {
+		problems = append(problems, err)
+	}
+	if s.PathPrefix != "" && !strings.HasPrefix(s.PathPrefix, "/") {
+		problems = append(problems, fmt.Errorf("%s %q: must start with /", where("pathPrefix"), s.PathPrefix))
+	}
+	return problems
+}
+
+func backendURL(where, s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--%s %q: want an http:// or https:// URL", name, s)
+		return nil, fmt.Errorf("%s %q: want an http:// or https:// URL", where, s)
 	}
 	return u, nil
 }
@@ -175,17 +265,13 @@ func proxy(ctx context.Context, c proxyConfig, logger *slog.Logger) (err error) 
 	if err != nil {
 		return err
 	}
-	p, err := router.NewProxy(table, emitter, router.ProxyOptions{
-		Rollout: c.rollout, Baseline: c.baseline, Canary: c.canary,
-		UnitHeader: c.unitHeader, UnitCookie: c.unitCookie, OverrideHeader: c.overrideHeader,
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	})
+	handler, err := proxyHandler(table, emitter, c, logger)
 	if err != nil {
 		_ = emitter.Close(context.Background())
 		return err
 	}
 	srv := &http.Server{
-		Handler:           p,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
@@ -200,13 +286,18 @@ func proxy(ctx context.Context, c proxyConfig, logger *slog.Logger) (err error) 
 		}
 		defer msrv.Close()
 	}
-	logger.Info("proxy listening", "addr", ln.Addr().String(), "rollout", c.rollout,
-		"baseline", c.baseline.Redacted(), "canary", c.canary.Redacted(), "nats", c.natsURL)
+	logger.Info("proxy listening", "addr", ln.Addr().String(), "services", len(c.services), "nats", c.natsURL)
+	for _, s := range c.services {
+		logger.Info("service", "rollout", s.Rollout, "host", s.Host, "pathPrefix", s.PathPrefix,
+			"baseline", s.baseline.Redacted(), "canary", s.canary.Redacted())
+	}
 	go func() {
 		select {
 		case <-table.Ready():
-			r, ok := table.Route(c.rollout)
-			logger.Info("routes loaded", "rollout", c.rollout, "known", ok, "weight", r.CanaryWeight(), "state", r.State)
+			for _, s := range c.services {
+				r, ok := table.Route(s.Rollout)
+				logger.Info("routes loaded", "rollout", s.Rollout, "known", ok, "weight", r.CanaryWeight(), "state", r.State)
+			}
 		case <-routesCtx.Done():
 		}
 	}()
@@ -228,6 +319,23 @@ func proxy(ctx context.Context, c proxyConfig, logger *slog.Logger) (err error) 
 	logger.Info("proxy stopped", "queued", s.Queued, "emitted", s.Emitted, "dropped", s.Dropped,
 		"overridden", s.Overridden, "publish_errors", s.Errors)
 	return err
+}
+
+// proxyHandler is one Proxy for a single service on every path, or a Mux.
+func proxyHandler(t *router.Table, e *router.Emitter, c proxyConfig, logger *slog.Logger) (http.Handler, error) {
+	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	services := make([]router.Service, len(c.services))
+	for i, s := range c.services {
+		services[i] = router.Service{Host: s.Host, PathPrefix: s.PathPrefix, Options: router.ProxyOptions{
+			Rollout: s.Rollout, Baseline: s.baseline, Canary: s.canary,
+			UnitHeader: s.UnitHeader, UnitCookie: s.UnitCookie, OverrideHeader: c.overrideHeader,
+			ErrorLog: errorLog,
+		}}
+	}
+	if len(services) == 1 && services[0].Host == "" && services[0].PathPrefix == "" {
+		return router.NewProxy(t, e, services[0].Options)
+	}
+	return router.NewMux(t, e, services)
 }
 
 // serveMetrics serves the router's metrics (and the Go runtime's) on

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -41,6 +43,17 @@ func (s *syncBuffer) String() string {
 }
 
 func TestProxyUsage(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	unknown := write("unknown.yaml", "services:\n  - rollout: a\n    baseline: http://a\n    canary: http://b\n    weight: 5\n")
+	badURL := write("bad.yaml", "services:\n  - rollout: a\n    baseline: http://a\n    canary: b\n")
+	empty := write("empty.yaml", "services: []\n")
 	tests := []struct {
 		args []string
 		code int
@@ -53,6 +66,11 @@ func TestProxyUsage(t *testing.T) {
 		{[]string{"proxy", "--rollout", "co", "--baseline", "http://a", "--canary", "http://b", "extra"}, 2, "unexpected argument"},
 		{[]string{"proxy", "--rollout", "co", "--baseline", "http://a", "--canary", "http://b", "--batch", "-1"}, 2, "--batch"},
 		{[]string{"proxy", "--no-such-flag"}, 2, "flag provided but not defined"},
+		{[]string{"proxy", "--config", unknown}, 2, "field weight not found"},
+		{[]string{"proxy", "--config", badURL}, 2, "services[0].canary"},
+		{[]string{"proxy", "--config", empty}, 2, "no services"},
+		{[]string{"proxy", "--config", filepath.Join(dir, "missing.yaml")}, 2, "--config"},
+		{[]string{"proxy", "--config", empty, "--rollout", "a"}, 2, "--config replaces"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -77,15 +95,23 @@ func TestProxyListenError(t *testing.T) {
 	}
 }
 
-// TestProxyCommand runs `verdict proxy` against an in-process JetStream
-// server and two backends, then stops it as Ctrl-C would.
-func TestProxyCommand(t *testing.T) {
+// proxyEnv is an in-process JetStream server with the routes bucket and
+// the telemetry stream, and two backends: baseline answers 200, canary 503.
+type proxyEnv struct {
+	url              string
+	kv               jetstream.KeyValue
+	stream           jetstream.Stream
+	baseline, canary string
+}
+
+func newProxyEnv(t *testing.T) *proxyEnv {
+	t.Helper()
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ns.Start()
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	if !ns.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats not ready")
 	}
@@ -93,19 +119,14 @@ func TestProxyCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "verdict_routes"})
-	if err != nil {
+	e := &proxyEnv{url: ns.ClientURL()}
+	if e.kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "verdict_routes"}); err != nil {
 		t.Fatal(err)
 	}
-	stream, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "VERDICT_EVENTS", Subjects: []string{"verdict.events.>"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	route, _ := json.Marshal(router.Route{Rollout: "co", Baseline: "v1", Canary: "v2", Weight: 50, State: "progressing", Seq: 1})
-	if _, err := kv.Put(ctx, "co", route); err != nil {
+	if e.stream, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "VERDICT_EVENTS", Subjects: []string{"verdict.events.>"}}); err != nil {
 		t.Fatal(err)
 	}
 	backend := func(name string, code int) string {
@@ -116,42 +137,104 @@ func TestProxyCommand(t *testing.T) {
 		t.Cleanup(s.Close)
 		return s.URL
 	}
+	e.baseline, e.canary = backend("baseline", 200), backend("canary", 503)
+	return e
+}
 
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	var stderr syncBuffer
+func (e *proxyEnv) route(t *testing.T, rollout string, weight float64) {
+	t.Helper()
+	data, _ := json.Marshal(router.Route{Rollout: rollout, Baseline: "v1", Canary: "v2", Weight: weight, State: "progressing", Seq: 1})
+	if _, err := e.kv.Put(context.Background(), rollout, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startProxy runs `verdict proxy args...` until the returned stop, which
+// returns its exit code; it waits for the routes to be loaded.
+func startProxy(t *testing.T, args ...string) (addr string, stderr *syncBuffer, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr = &syncBuffer{}
 	code := make(chan int, 1)
 	go func() {
-		code <- run(runCtx, []string{"proxy", "--rollout", "co", "--listen", "127.0.0.1:0",
-			"--baseline", backend("baseline", 200), "--canary", backend("canary", 503),
-			"--unit-header", "X-User-Id", "--nats", ns.ClientURL(), "--batch", "7", "--metrics", "127.0.0.1:0"}, io.Discard, &stderr)
+		code <- run(ctx, append([]string{"proxy", "--listen", "127.0.0.1:0"}, args...), io.Discard, stderr)
 	}()
-	addrRE := regexp.MustCompile(`msg="proxy listening" addr=(\S+)`)
-	var addr string
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(stderr.String(), "routes loaded") {
 		if time.Now().After(deadline) {
+			cancel()
 			t.Fatalf("proxy did not start; stderr:\n%s", stderr.String())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	addr = addrRE.FindStringSubmatch(stderr.String())[1]
+	addr = regexp.MustCompile(`msg="proxy listening" addr=(\S+)`).FindStringSubmatch(stderr.String())[1]
+	return addr, stderr, func() int { cancel(); return <-code }
+}
+
+// get sends one request and returns its Verdict-Variant header, body and status.
+func get(t *testing.T, url string, header ...string) (variant, body string, status int) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.Header.Get("Verdict-Variant"), string(b), resp.StatusCode
+}
+
+// counts reads the telemetry stream: requests and errors per rollout and
+// variant, from batches.
+func (e *proxyEnv) counts(t *testing.T) map[string][2]int64 {
+	t.Helper()
+	ctx := context.Background()
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][2]int64{}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := e.stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b struct {
+			Rollout string `json:"rollout"`
+			Variant string `json:"variant"`
+			Count   int64  `json:"count"`
+			Errors  int64  `json:"errors"`
+		}
+		if err := json.Unmarshal(m.Data, &b); err != nil || m.Header.Get("Nats-Msg-Id") == "" || b.Count == 0 {
+			t.Fatalf("message %d: %s (Nats-Msg-Id %q): want a batch with an id; %v", seq, m.Data, m.Header.Get("Nats-Msg-Id"), err)
+		}
+		k := b.Rollout + "/" + b.Variant
+		c := out[k]
+		c[0] += b.Count
+		c[1] += b.Errors
+		out[k] = c
+	}
+	return out
+}
+
+// TestProxyCommand runs `verdict proxy` against an in-process JetStream
+// server and two backends, then stops it as Ctrl-C would.
+func TestProxyCommand(t *testing.T) {
+	env := newProxyEnv(t)
+	env.route(t, "co", 50)
+	addr, stderr, stop := startProxy(t, "--rollout", "co", "--baseline", env.baseline, "--canary", env.canary,
+		"--unit-header", "X-User-Id", "--nats", env.url, "--batch", "7", "--metrics", "127.0.0.1:0")
 
 	const n = 200
 	var perVariant [2]int64
 	for i := range n {
-		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 		unit := fmt.Sprint("u", i)
-		req.Header.Set("X-User-Id", unit)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
 		want := router.Route{Weight: 50}.Assign(unit)
-		if got := resp.Header.Get("Verdict-Variant"); got != want.String() || string(body) != got {
-			t.Fatalf("unit %s: Verdict-Variant %q, body %q, want %v", unit, got, body, want)
+		if v, body, _ := get(t, "http://"+addr+"/", "X-User-Id", unit); v != want.String() || body != v {
+			t.Fatalf("unit %s: Verdict-Variant %q, body %q, want %v", unit, v, body, want)
 		}
 		perVariant[want]++
 	}
@@ -159,50 +242,65 @@ func TestProxyCommand(t *testing.T) {
 	if metricsAddr == nil {
 		t.Fatalf("no metrics address in stderr:\n%s", stderr.String())
 	}
-	resp, err := http.Get("http://" + metricsAddr[1] + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := fmt.Sprintf(`verdict_router_requests_total{fate="queued"} %d`, n); !strings.Contains(string(metrics), want) {
-		t.Errorf("/metrics lacks %q:\n%s", want, metrics)
+	if _, metrics, _ := get(t, "http://"+metricsAddr[1]+"/metrics"); !strings.Contains(metrics, fmt.Sprintf(`verdict_router_requests_total{fate="queued"} %d`, n)) {
+		t.Errorf("/metrics lacks %d queued requests:\n%s", n, metrics)
 	}
 
-	stop()
-	if c := <-code; c != 0 {
+	if c := stop(); c != 0 {
 		t.Fatalf("proxy exit code %d, want 0; stderr:\n%s", c, stderr.String())
 	}
 	http.DefaultClient.CloseIdleConnections()
-
 	// Every request is in the stream, in batches, with the canary's errors.
-	var got [2]int64
-	var errs [2]int64
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	got := env.counts(t)
+	want := map[string][2]int64{
+		"co/baseline": {perVariant[router.Baseline], 0},
+		"co/canary":   {perVariant[router.Canary], perVariant[router.Canary]},
 	}
-	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
-		m, err := stream.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var b struct {
-			Variant string `json:"variant"`
-			Count   int64  `json:"count"`
-			Errors  int64  `json:"errors"`
-		}
-		if err := json.Unmarshal(m.Data, &b); err != nil || m.Header.Get("Nats-Msg-Id") == "" {
-			t.Fatalf("message %d: %s (Nats-Msg-Id %q): %v", seq, m.Data, m.Header.Get("Nats-Msg-Id"), err)
-		}
-		v, _ := router.ParseVariant(b.Variant)
-		got[v] += b.Count
-		errs[v] += b.Errors
-	}
-	if got != perVariant || errs != [2]int64{0, perVariant[router.Canary]} {
-		t.Fatalf("stream counts %v errors %v, want %v and every canary request an error", got, errs, perVariant)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("stream counts %v, want %v (every canary request an error)", got, want)
 	}
 	if !strings.Contains(stderr.String(), "proxy stopped") {
 		t.Errorf("no shutdown summary in stderr:\n%s", stderr.String())
+	}
+}
+
+// TestProxyConfig serves two rollouts from one --config file, by path.
+func TestProxyConfig(t *testing.T) {
+	env := newProxyEnv(t)
+	env.route(t, "shop", 100)
+	env.route(t, "api", 0)
+	config := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`services:
+  - rollout: shop
+    pathPrefix: /shop
+    baseline: %[1]s
+    canary: %[2]s
+  - rollout: api
+    pathPrefix: /api
+    baseline: %[1]s
+    canary: %[2]s
+    unitHeader: X-Api-Key
+`, env.baseline, env.canary)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr, stderr, stop := startProxy(t, "--config", config, "--nats", env.url, "--batch", "100")
+	for range 10 {
+		if v, _, code := get(t, "http://"+addr+"/shop/cart"); v != "canary" || code != 503 {
+			t.Fatalf("/shop/cart: %s %d, want canary 503", v, code)
+		}
+		if v, _, code := get(t, "http://"+addr+"/api/orders", "X-Api-Key", "k1"); v != "baseline" || code != 200 {
+			t.Fatalf("/api/orders: %s %d, want baseline 200", v, code)
+		}
+	}
+	if _, _, code := get(t, "http://"+addr+"/elsewhere"); code != http.StatusNotFound {
+		t.Fatalf("/elsewhere: status %d, want 404", code)
+	}
+	if c := stop(); c != 0 {
+		t.Fatalf("proxy exit code %d, want 0; stderr:\n%s", c, stderr.String())
+	}
+	http.DefaultClient.CloseIdleConnections()
+	want := map[string][2]int64{"shop/canary": {10, 10}, "api/baseline": {10, 0}}
+	if got := env.counts(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("stream counts %v, want %v", got, want)
 	}
 }
