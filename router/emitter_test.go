@@ -175,9 +175,10 @@ func TestEmitterDropsWhenFullWithoutBlocking(t *testing.T) {
 	for range total {
 		e.Emit(Event{Rollout: "co", Variant: Canary, Latency: time.Millisecond})
 	}
-	// 10,000 non-blocking sends take well under a millisecond; a blocked
-	// one would take the 200ms stall wait.
-	if d := time.Since(start); d > 150*time.Millisecond {
+	// 10,000 non-blocking sends take about a millisecond; blocking ones
+	// would wait for the stalled publisher (200ms per stall) thousands of
+	// times. The bound is loose for loaded CI machines.
+	if d := time.Since(start); d > time.Second {
 		t.Errorf("%d Emit calls took %v: the request path blocked", total, d)
 	}
 	s := e.Stats()
