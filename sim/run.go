@@ -220,7 +220,7 @@ func newSimulation(cfg Config) (*simulation, error) {
 		return nil, fmt.Errorf("policy %s: first step at 100%%: nothing to compare; pin a share with --share", pol.Name)
 	}
 	s.mwSize = fixedSampleSize(&s.sc, s.metrics, s.peerShare/100, pol.Alpha)
-	s.ref = newReference(&s.sc, s.timeCap)
+	s.ref = referenceFor(&s.sc, s.timeCap)
 	return s, nil
 }
 
