@@ -58,7 +58,7 @@
 // threshold checks, every minute of simulated time, the canary's error
 // rate, arithmetic mean latency and empirical latency quantiles over that
 // minute against absolute limits: the scenario's baseline value (measured
-// once on 2^19 requests with a fixed seed) times (1+m). It rolls back after
+// once on 2^20 requests with a fixed seed) times (1+m). It rolls back after
 // 5 failed checks in all (Flagger's failedChecks and its documented
 // threshold: 5) and promotes after as many passing checks as the policy's
 // analysed steps hold minutes of minDuration. A minute without canary

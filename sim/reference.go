@@ -18,7 +18,7 @@ type reference struct {
 	sorted  []float64 // baseline latencies, sorted
 }
 
-const referenceN = 1 << 19
+const referenceN = 1 << 20
 
 type referenceKey struct {
 	sc  Scenario
