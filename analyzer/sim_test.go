@@ -299,3 +299,71 @@ func TestSRMHolds(t *testing.T) {
 		}
 	})
 }
+
+// promoteRun feeds a stream at a pinned share until the first promote
+// (Decide every 100 requests) and returns whether and when it promoted.
+func promoteRun(t interface{ Fatalf(string, ...any) }, cfg Config, s *stream, w float64, horizon int) (bool, int) {
+	a := mustNew(t, cfg)
+	a.StartStep(w)
+	s.share = w / 100
+	var o Observation
+	for i := 1; i <= horizon; i++ {
+		s.next(&o)
+		a.Observe(&o)
+		if i%100 == 0 {
+			if v := a.Decide(Step{Weight: w, Elapsed: time.Hour, MinRequests: 250}); v.Action == Promote {
+				return true, i
+			}
+		}
+	}
+	return false, horizon
+}
+
+// TestPromoteAtMargin checks the promote side: a canary exactly at the
+// margin (the boundary of the promote test's null) is promoted with
+// probability <= PromoteAlpha; and reports how long a good canary (A/A)
+// takes to be promoted.
+func TestPromoteAtMargin(t *testing.T) {
+	cases := []struct {
+		name    string
+		cfg     Config
+		w       float64
+		horizon int
+		atNull  func(*stream)
+	}{
+		{"errors", only("error-rate"), 50, 200000, func(s *stream) { s.pErr[Canary] = 0.012 }},
+		{"latency", only("latency"), 50, 100000, func(s *stream) { s.logMu[Canary] += math.Log(1.1) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			n := reps(100)
+			hits := make([]bool, n)
+			parallel(n, func(i int) {
+				s := newStream(uint64(20000+i), 0)
+				c.atNull(s)
+				hits[i], _ = promoteRun(t, c.cfg, s, c.w, c.horizon)
+			})
+			k := 0
+			for _, h := range hits {
+				if h {
+					k++
+				}
+			}
+			lo := 0.0
+			if k > 0 {
+				lo = distuv.Beta{Alpha: float64(k), Beta: float64(n - k + 1)}.Quantile(0.025)
+			}
+			t.Logf("%s at the margin: %d/%d promoted within %d requests (95%% CP upper %.2f%%)", c.name, k, n, c.horizon, 100*clopperPearsonUpper(k, n))
+			if lo > c.cfg.PromoteAlpha {
+				t.Errorf("%s: wrong promotions %d/%d: CP lower %.3f > promoteAlpha", c.name, k, n, lo)
+			}
+			at := make([]int, n)
+			parallel(n, func(i int) {
+				_, at[i] = promoteRun(t, c.cfg, newStream(uint64(30000+i), 0), c.w, c.horizon)
+			})
+			slices.Sort(at)
+			t.Logf("%s A/A: median %d, p90 %d requests to promote (horizon %d)", c.name, at[n/2], at[n*9/10], c.horizon)
+		})
+	}
+}
