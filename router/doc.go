@@ -14,8 +14,11 @@
 //     asynchronously, from a bounded queue: when the queue is full it drops
 //     and counts, and never blocks the request path.
 //
-// Proxy puts the three together as an http.Handler (a reverse proxy); the
-// `verdict proxy` command is a thin wrapper around it.
+// Proxy puts the three together as an http.Handler (a reverse proxy for one
+// rollout), Mux serves several rollouts by host and path prefix, and
+// Collector exposes the counters to Prometheus. The `verdict proxy` command
+// is a thin wrapper around them. docs/ROUTERS.md is the user-facing guide,
+// including the hash for routers written in other languages.
 //
 // # Concurrency
 //

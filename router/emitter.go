@@ -119,7 +119,8 @@ type batchKey struct {
 
 // NewEmitter returns an Emitter publishing on nc and starts its goroutine;
 // call Close to flush and stop it. It uses its own JetStream context, so
-// its acks and counters are its own.
+// its acks and counters are its own. (That context's ack machinery, inside
+// the NATS client, lives until nc is closed.)
 func NewEmitter(nc *nats.Conn, opts EmitterOptions) (*Emitter, error) {
 	e := &Emitter{
 		prefix:   opts.SubjectPrefix,
