@@ -104,7 +104,10 @@ const aaTolerance = 0.02
 // at most alpha (the Clopper-Pearson lower bound is below alpha and the
 // point estimate at most alpha + aaTolerance), following the steps, at a
 // pinned 5% share, and with the nuisances; the naive repeated z-test is far
-// above alpha.
+// above alpha (its lower bound above alpha, its estimate at least twice
+// alpha). An A/A replication costs about 0.13 s of CPU (Verdict holds or
+// promotes late: about 370,000 requests on average), so the counts are
+// sized to keep the test near 90 s on two cores; -short divides them by 5.
 func TestSimulateAA(t *testing.T) {
 	alpha := simPolicy(t).Alpha
 	for _, tc := range []struct {
@@ -114,9 +117,9 @@ func TestSimulateAA(t *testing.T) {
 	}{
 		{"aa", 400, 0},
 		{"aa", 400, 5},
-		{"aa-heavy-tail", 200, 0},
-		{"aa-bursty", 200, 0},
-		{"aa-diurnal", 200, 0},
+		{"aa-heavy-tail", 150, 0},
+		{"aa-bursty", 150, 0},
+		{"aa-diurnal", 150, 0},
 	} {
 		name := tc.scenario
 		if tc.share > 0 {
@@ -133,9 +136,9 @@ func TestSimulateAA(t *testing.T) {
 			}
 			if tc.scenario == "aa" {
 				nz := method(t, rep, MethodNaiveZ)
-				if nz.RollbackRateLower95 <= 2*alpha {
-					t.Errorf("naive-z A/A rollback rate %.3f (95%% CI %.3f..%.3f), want far above alpha (lower bound > %.2f)",
-						nz.RollbackRate, nz.RollbackRateLower95, nz.RollbackRateUpper95, 2*alpha)
+				if nz.RollbackRateLower95 <= alpha || nz.RollbackRate < 2*alpha {
+					t.Errorf("naive-z A/A rollback rate %.3f (95%% CI %.3f..%.3f), want far above alpha (lower bound > %.2f, estimate >= %.2f)",
+						nz.RollbackRate, nz.RollbackRateLower95, nz.RollbackRateUpper95, alpha, 2*alpha)
 				}
 			}
 		})
