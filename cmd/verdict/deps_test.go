@@ -16,9 +16,9 @@ func TestDependencyDirection(t *testing.T) {
 		pkg       string
 		forbidden []string
 	}{
-		{"./analyzer", []string{"nats-io", "yaml", "verdict/policy", "verdict/engine", "log/slog", "math/rand"}},
-		{"./policy", []string{"nats-io", "verdict/engine", "verdict/ingest", "verdict/actuator"}},
-		{"./telemetry", []string{"nats-io", "yaml"}},
+		{"github.com/verdict-dev/verdict/analyzer", []string{"nats-io", "yaml", "verdict/policy", "verdict/engine", "log/slog", "math/rand"}},
+		{"github.com/verdict-dev/verdict/policy", []string{"nats-io", "verdict/engine", "verdict/ingest", "verdict/actuator"}},
+		{"github.com/verdict-dev/verdict/telemetry", []string{"nats-io", "yaml"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.pkg, func(t *testing.T) {
