@@ -246,7 +246,15 @@ func (r *reader) bytes(n int) []byte {
 }
 
 func (r *reader) u64() uint64 { return binary.LittleEndian.Uint64(r.bytes(8)) }
-func (r *reader) f() float64  { return math.Float64frombits(r.u64()) }
+// f decodes a float; every float in the state is finite.
+func (r *reader) f() float64 {
+	x := math.Float64frombits(r.u64())
+	if !finite(x) {
+		r.fail("non-finite number")
+		return 0
+	}
+	return x
+}
 
 func (r *reader) uv() uint64 {
 	if r.err != nil {
@@ -266,8 +274,8 @@ func (r *reader) i() int64 {
 		return 0
 	}
 	x, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("bad varint")
+	if n <= 0 || x < 0 {
+		r.fail("bad count")
 		return 0
 	}
 	r.b = r.b[n:]

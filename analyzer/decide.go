@@ -42,6 +42,7 @@ func (a *Analyzer) Decide(s Step) Verdict {
 		case LatencyQuantile:
 			e = a.evalQuantile(m)
 		}
+		sanitize(&e)
 		m.maxLogE = math.Max(m.maxLogE, e.logRoll)
 		e.res.Name = m.Name
 		e.res.EValue = math.Exp(e.logRoll)
@@ -227,6 +228,25 @@ func resultFinite(r *MetricResult) bool {
 		}
 	}
 	return true
+}
+
+// sanitize keeps a result finite whatever the state (a corrupt checkpoint,
+// extreme inputs): a non-finite field becomes 0 (Upper: maxRatio) and the
+// metric cannot support a promote.
+func sanitize(e *evidence) {
+	if resultFinite(&e.res) && finite(e.logRoll) && finite(e.logProm) {
+		return
+	}
+	for _, p := range []*float64{&e.res.Baseline, &e.res.Canary, &e.res.Estimate, &e.res.Lower} {
+		if !finite(*p) {
+			*p = 0
+		}
+	}
+	if !finite(e.res.Upper) {
+		e.res.Upper = maxRatio
+	}
+	e.logRoll, e.logProm = clampLog(e.logRoll), clampLog(e.logProm)
+	e.ready = false
 }
 
 // logAddExp returns log(exp(x) + exp(y)).

@@ -132,6 +132,9 @@ func (a *Analyzer) errBound(m *metricState, cur *stepCounts) string {
 // doubling steps (first step 0.05) until in fails, then bisects to within
 // tol. It returns a point on the in side, or limit when in holds there.
 func boundary(in func(float64) bool, from, limit, tol float64) float64 {
+	if !finite(from) || !finite(limit) {
+		return limit
+	}
 	if !in(from) {
 		return from
 	}
@@ -152,7 +155,10 @@ func boundary(in func(float64) bool, from, limit, tol float64) float64 {
 		}
 		from, step = to, 2*step
 	}
-	for math.Abs(to-from) > tol {
+	for range 200 { // 2^-200 of any finite bracket is below every tol
+		if !(math.Abs(to-from) > tol) {
+			break
+		}
 		mid := (from + to) / 2
 		if in(mid) {
 			from = mid

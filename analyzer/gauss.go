@@ -64,7 +64,11 @@ func diff(a, b *welford, sign float64) gaussStat {
 		// difference still shows, but no e-value explodes on noise-free data.
 		v = 1e-12
 	}
-	return gaussStat{delta: sign * (b.mean - a.mean), v: v, ok: true}
+	d := sign * (b.mean - a.mean)
+	if !finite(d) {
+		return gaussStat{}
+	}
+	return gaussStat{delta: d, v: v, ok: true}
 }
 
 // logGaussUp is the one-sided normal-mixture log e-value for H0: Delta <=
