@@ -32,7 +32,7 @@ func init() {
 	})
 }
 
-const demoUsage = `Usage: verdict demo [--speed X] [--seed N] [--timeout D]
+const demoUsage = `Usage: verdict demo [--speed X] [--seed N] [--timeout D] [--http]
 
 Starts an embedded JetStream server and the engine, creates two rollouts
 under the policy below, and simulates their routers: "checkout" ships a good
@@ -42,6 +42,12 @@ traffic as batch telemetry, with simulated time running --speed times faster
 than the wall clock. Progress is shown live; at the end a short report says
 what was decided, after how many requests, and why. Exits 0 when the good
 canary completed and the bad one rolled back.
+
+With --http the demo runs on real HTTP traffic in real time instead: a good
+and a bad backend on loopback, the Verdict proxy (the router SDK) in front of
+them, and a load generator through it. The proxy's own telemetry makes the
+engine roll the bad canary back, and the demo checks that no request reaches
+the canary once the rollback has reached the proxy.
 
 Flags:
 `
@@ -109,6 +115,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 1, "random seed of the simulated traffic")
 	timeout := fs.Duration("timeout", 55*time.Second, "give up after this much wall-clock time")
 	verbose := fs.Bool("v", false, "log the engine's structured logs to stderr")
+	httpMode := fs.Bool("http", false, "real HTTP instead: two backends, the Verdict proxy and a load generator; the bad canary is rolled back on the proxy's telemetry")
 	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -124,7 +131,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
-	if err := demo(ctx, demoOptions{speed: *speed, seed: *seed, timeout: *timeout, log: log}, stdout); err != nil {
+	run := demo
+	if *httpMode {
+		run = demoHTTP
+	}
+	if err := run(ctx, demoOptions{speed: *speed, seed: *seed, timeout: *timeout, log: log}, stdout); err != nil {
 		fmt.Fprintln(stderr, "verdict demo:", err)
 		return 1
 	}
