@@ -342,3 +342,29 @@ func TestBurstsCountDistinctUnits(t *testing.T) {
 		t.Errorf("a failure after the window: counted errors %d, want 3", got)
 	}
 }
+
+func TestOddBatchesStayFinite(t *testing.T) {
+	odd := []float64{math.NaN(), math.Inf(1), math.Inf(-1), -1, 0, 1e308, 3}
+	rapid.Check(t, func(t *rapid.T) {
+		a := mustNew(t, defaultConfig())
+		a.StartStep(5)
+		for range rapid.IntRange(1, 20).Draw(t, "batches") {
+			b := Batch{
+				Variant:  Variant(rapid.IntRange(0, 2).Draw(t, "v")),
+				Requests: rapid.Int64Range(-5, 1e12).Draw(t, "n"),
+				Errors:   rapid.Int64Range(-5, 1e12).Draw(t, "e"),
+				Latency: Summary{N: rapid.Int64Range(-1, 1e9).Draw(t, "ln"),
+					SumLog: rapid.SampledFrom(odd).Draw(t, "s"), SumLogSq: rapid.SampledFrom(odd).Draw(t, "ss")},
+				Buckets: []Bucket{{Index: rapid.Int32().Draw(t, "i"), Count: rapid.Int64Range(-5, 1e9).Draw(t, "c")}},
+				Values:  []Summary{{N: 3, SumLog: rapid.SampledFrom(odd).Draw(t, "vs"), SumLogSq: 1}},
+			}
+			a.ObserveBatch(&b)
+		}
+		v := a.Decide(Step{Weight: 5, Elapsed: time.Hour, MinRequests: 1, MaxDuration: time.Minute, OnTimeout: Promote})
+		for _, m := range v.Metrics {
+			if !resultFinite(&m) || m.EValue < 0 {
+				t.Fatalf("bad result %+v", m)
+			}
+		}
+	})
+}

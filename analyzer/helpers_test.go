@@ -39,6 +39,7 @@ type stream struct {
 	burstUnit    [2]uint64
 	values       [1]float64
 	srm          float64 // actual/told canary share; 0 means 1
+	pareto       float64 // when > 0, latencies are Pareto with this tail index
 }
 
 func newStream(seed uint64, share float64) *stream {
@@ -57,7 +58,11 @@ func (s *stream) next(o *Observation) {
 		v = Canary
 	}
 	*o = Observation{Variant: v, HasLatency: true, HasOutcome: true}
-	o.LatencyMs = math.Exp(s.logMu[v] + s.logSd[v]*s.rng.NormFloat64())
+	if s.pareto > 0 {
+		o.LatencyMs = math.Exp(s.logMu[v]) * math.Pow(1-s.rng.Float64(), -1/s.pareto)
+	} else {
+		o.LatencyMs = math.Exp(s.logMu[v] + s.logSd[v]*s.rng.NormFloat64())
+	}
 	if v == Canary && s.tail > 0 && o.LatencyMs > math.Exp(s.tailAt) {
 		o.LatencyMs *= s.tail
 	}

@@ -104,6 +104,7 @@ func TestAAFalseRollback(t *testing.T) {
 		{"steps-5-25-50", []float64{5, 25, 50}, 10000, func(*stream) {}, cfg},
 		{"heavy-tail", []float64{5}, 40000, func(s *stream) { s.logSd = [2]float64{1.5, 1.5} }, cfg},
 		{"bursty", []float64{5}, 40000, func(s *stream) { s.burst = 10 }, cfg},
+		{"pareto-1.2", []float64{5}, 40000, func(s *stream) { s.pareto = 1.2 }, cfg},
 		// Long runs: the tail terms of the count e-values go far below
 		// 1e-300 (a regression test for flooring them).
 		{"p99-long-50", []float64{50}, 300000, func(*stream) {}, only("p99")},
