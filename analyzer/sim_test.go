@@ -15,10 +15,10 @@ import (
 // tighter numbers than the unit-test defaults (e.g. -mc.scale=10).
 var mcScale = flag.Float64("mc.scale", 1, "multiply Monte Carlo replications")
 
-// reps returns the replication count: n, or n/4 under -short, times
-// -mc.scale.
+// reps returns the replication count: n, or n/4 under -short or the race
+// detector, times -mc.scale.
 func reps(n int) int {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		n /= 4
 	}
 	return max(1, int(float64(n)**mcScale))
