@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/faults"
 	"github.com/verdict-dev/verdict/telemetry"
 )
 
@@ -164,6 +165,7 @@ func (a *Actuator) Apply(ctx context.Context, d engine.Decision, t time.Time, r 
 	if _, err := a.js.PublishMsg(ctx, m, jetstream.WithMsgID(d.EventID())); err != nil {
 		return fmt.Errorf("actuator: apply %s: publish: %w", d.EventID(), err)
 	}
+	faults.At(faults.AfterPublish)
 	if err := a.putRoute(ctx, r); err != nil {
 		return fmt.Errorf("actuator: apply %s: %w", d.EventID(), err)
 	}

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -44,6 +46,15 @@ type Options struct {
 	CheckpointEvery time.Duration
 	// QueueLen bounds each rollout owner's inbox (in deliveries). Default 64.
 	QueueLen int
+	// Lateness is how far (event time) behind a rollout's clock an event
+	// may be and still count as on time. A later one is counted all the
+	// same, into the current step, like replay does, and also in Late.
+	// Default 30s.
+	Lateness time.Duration
+	// Live reports whether telemetry can be read right now. While it is
+	// false an idle rollout's clock does not follow the wall clock, so an
+	// outage never times a step out. Nil means always live.
+	Live func() bool
 }
 
 // Engine runs one owner goroutine per active rollout. It implements
@@ -59,7 +70,9 @@ type Engine struct {
 	policies policy.Set
 
 	updates chan struct{} // wakes Run to reconcile
+	ready   chan struct{} // closed once Run has started the owners it can
 	ignored atomic.Int64  // telemetry for rollouts without an owner
+	late    atomic.Int64  // telemetry older than Lateness behind its rollout's clock
 }
 
 var _ ingest.Sink = (*Engine)(nil)
@@ -81,13 +94,62 @@ func New(opts Options) *Engine {
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 64
 	}
+	if opts.Lateness <= 0 {
+		opts.Lateness = 30 * time.Second
+	}
 	return &Engine{
 		opts:    opts,
 		specs:   map[string]Spec{},
 		owners:  map[string]*owner{},
 		ended:   map[string]bool{},
 		updates: make(chan struct{}, 1),
+		ready:   make(chan struct{}),
 	}
+}
+
+// Ready is closed once Run has reconciled for the first time: every
+// rollout known then has its owner (restoring its checkpoint before it
+// takes any delivery). Start consuming telemetry only after it.
+func (e *Engine) Ready() <-chan struct{} { return e.ready }
+
+// Late counts telemetry that came more than Options.Lateness (event time)
+// behind its rollout's clock. Such events are still counted.
+func (e *Engine) Late() int64 { return e.late.Load() }
+
+// ResumeSeq returns the telemetry stream sequence consumption must resume
+// at so that every rollout sees every event its checkpoint lacks: the
+// lowest last-included sequence over the checkpoints of known rollouts
+// that have not ended, plus one. ok is false when no such checkpoint
+// exists (nothing to replay). Owners skip what their checkpoint includes,
+// so events before a rollout's own sequence are not counted twice.
+func (e *Engine) ResumeSeq(ctx context.Context) (seq uint64, ok bool, err error) {
+	e.mu.Lock()
+	ids := make([]string, 0, len(e.specs))
+	for id := range e.specs {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	sort.Strings(ids)
+	for _, id := range ids {
+		data, found, err := e.opts.Store.LoadState(ctx, id)
+		if err != nil {
+			return 0, false, fmt.Errorf("engine: checkpoint of %s: %w", id, err)
+		}
+		if !found {
+			continue
+		}
+		var c struct {
+			State     State  `json:"state"`
+			StreamSeq uint64 `json:"streamSeq"`
+		}
+		if err := json.Unmarshal(data, &c); err != nil || c.State.Terminal() {
+			continue // an unusable checkpoint resumes from the route
+		}
+		if !ok || c.StreamSeq+1 < seq {
+			seq, ok = c.StreamSeq+1, true
+		}
+	}
+	return seq, ok, nil
 }
 
 // SetPolicies swaps in a new, valid policy set. Running rollouts keep the
@@ -193,8 +255,13 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 // then stops every owner (each writes a final checkpoint) and returns.
 func (e *Engine) Run(ctx context.Context) error {
 	defer e.stopAll()
+	first := true
 	for {
 		e.reconcile(ctx)
+		if first {
+			close(e.ready)
+			first = false
+		}
 		select {
 		case <-ctx.Done():
 			return nil

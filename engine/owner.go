@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/verdict-dev/verdict/faults"
 	"github.com/verdict-dev/verdict/ingest"
 	"github.com/verdict-dev/verdict/policy"
 )
@@ -145,6 +146,9 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 		if t.IsZero() {
 			t = msg.Received
 		}
+		if t.Before(o.m.Now().Add(-o.e.opts.Lateness)) {
+			o.e.late.Add(1) // counted all the same: see Options.Lateness
+		}
 		ds := o.m.ObserveRecord(t, &msg.Record)
 		if msg.Seq > o.streamSeq {
 			o.streamSeq = msg.Seq
@@ -189,6 +193,11 @@ func (o *owner) applySpecFlags(ctx context.Context, s Spec, now time.Time) error
 // idle follows the wall clock when no telemetry arrives, so steps of a
 // silent rollout still time out, and checkpoints a changed state.
 func (o *owner) idle(ctx context.Context) {
+	if live := o.e.opts.Live; live != nil && !live() {
+		// Telemetry cannot be read: silence says nothing about the
+		// canary, so the clock waits; IdleAfter counts from the outage's end.
+		o.lastData = time.Now()
+	}
 	if time.Since(o.lastData) >= o.e.opts.IdleAfter {
 		if ds := o.m.Advance(o.e.opts.Now()); len(ds) > 0 {
 			o.dirty = true
@@ -243,6 +252,7 @@ func (o *owner) checkpoint(ctx context.Context, force bool) {
 	}
 	o.dirty = false
 	o.lastSave = now
+	faults.At(faults.AfterCheckpoint)
 }
 
 // finish applies what is in the inbox or on its way (the owner is already

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/verdict-dev/verdict/faults"
 	"github.com/verdict-dev/verdict/telemetry"
 )
 
@@ -52,6 +53,9 @@ type Ingester struct {
 	redeliv  atomic.Uint64
 	batches  atomic.Uint64
 
+	resume atomic.Uint64 // ResumeAt's sequence, taken by the next consumer set-up
+	lastOK atomic.Int64  // unix nanos of the last pull request that ended well
+
 	// Owned by Run.
 	handled  uint64 // highest stream sequence handed over or dead-lettered
 	lastCSeq uint64 // consumer sequence of the last message received; 0 after a (re)start
@@ -76,6 +80,20 @@ func New(js jetstream.JetStream, cfg Config, sink Sink, log *slog.Logger) *Inges
 }
 
 var errGap = errors.New("deliveries lost in flight")
+
+// ResumeAt makes the next Run deliver from stream sequence seq when the
+// durable consumer has already acknowledged it: the engine's checkpoints
+// lag the acknowledgements, so after a restart the events they lack are
+// delivered again (the Sink skips what each rollout already has). A seq
+// past the ack floor changes nothing. Call it before Run.
+func (in *Ingester) ResumeAt(seq uint64) { in.resume.Store(seq) }
+
+// Live reports whether telemetry is being read: a pull request ended
+// without error within the last 3 FetchWaits.
+func (in *Ingester) Live() bool {
+	t := in.lastOK.Load()
+	return t != 0 && time.Since(time.Unix(0, t)) < 3*in.cfg.FetchWait
+}
 
 // Run consumes telemetry until ctx is done, then finishes the batch in hand
 // (for at most DrainTimeout) and returns nil. It returns an error when the
@@ -118,6 +136,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		var derr *deliverError
 		switch {
 		case err == nil:
+			in.lastOK.Store(time.Now().UnixNano())
 			backoff = 50 * time.Millisecond
 			continue
 		case errors.As(err, &derr):
@@ -168,12 +187,39 @@ func (in *Ingester) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, fmt.Errorf("ingest: consumer info: %w", err)
 	}
 	in.lastCSeq = 0
+	if seq := in.resume.Swap(0); seq > 0 && seq <= info.AckFloor.Stream {
+		if err := in.resetTo(ctx, seq); err != nil {
+			in.resume.Store(seq) // try again with the next set-up
+			return nil, err
+		}
+		in.log.Info("ingest: replaying acknowledged telemetry the checkpoints lack",
+			"from", seq, "ackFloor", info.AckFloor.Stream)
+		return cons, nil
+	}
 	if info.NumAckPending > 0 {
 		if err := in.reset(ctx); err != nil {
 			return nil, err
 		}
 	}
 	return cons, nil
+}
+
+// resetTo makes the consumer deliver again from stream sequence seq.
+func (in *Ingester) resetTo(ctx context.Context, seq uint64) error {
+	s, err := in.js.Stream(ctx, in.cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("ingest: reset consumer: %w", err)
+	}
+	res, err := s.ResetConsumerToSequence(ctx, in.cfg.Consumer, seq)
+	if err != nil {
+		return fmt.Errorf("ingest: reset consumer to %d: %w", seq, err)
+	}
+	in.lastCSeq = 0
+	if res.ResetSeq != seq {
+		// Older telemetry expired (stream MaxAge): it cannot be replayed.
+		in.log.Warn("ingest: consumer reset later than asked; older telemetry expired", "asked", seq, "seq", res.ResetSeq)
+	}
+	return nil
 }
 
 // reset makes the consumer deliver again from its ack floor + 1.
@@ -310,6 +356,7 @@ func (in *Ingester) handle(ctx context.Context, hand []received) error {
 		}
 	}
 	in.awaitDeadLetters(gctx, dead)
+	faults.At(faults.BeforeAck)
 	if lastSeq > in.handled {
 		in.handled = lastSeq
 	}

@@ -9,12 +9,15 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/verdict-dev/verdict/actuator"
 	"github.com/verdict-dev/verdict/policy"
 )
 
@@ -34,6 +37,12 @@ reported and the previous one kept). SIGINT or SIGTERM stop it cleanly:
 fetching stops, rollouts apply what they hold and checkpoint, and the
 connection drains.
 
+Only one engine decides at a time: each takes the leader lease in KV
+verdict_leader first (renewed every --lease-ttl/3) and stands by while
+another holds it; an engine that loses the lease stops deciding at once.
+A restarted engine with the same --engine-id takes its lease back at once.
+See docs/RELIABILITY.md for what survives a crash.
+
 Flags:
 `
 
@@ -42,6 +51,8 @@ type serveFlags struct {
 	tlsCert, tlsKey, tlsCA                       string
 	policies                                     string
 	reload                                       time.Duration
+	engineID                                     string
+	leaseTTL                                     time.Duration
 	metrics, logFormat, logLevel                 string
 }
 
@@ -55,6 +66,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	addAuthFlags(fs, &f.creds, &f.user, &f.password, &f.tlsCert, &f.tlsKey, &f.tlsCA)
 	fs.StringVar(&f.policies, "policies", "./policies", "`directory` of policy files (*.yaml, *.yml)")
 	fs.DurationVar(&f.reload, "reload", 5*time.Second, "how often to look for policy changes")
+	host, _ := os.Hostname()
+	fs.StringVar(&f.engineID, "engine-id", fmt.Sprintf("%s-%d", host, os.Getpid()), "this engine's `name` in the leader lease")
+	fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "leader lease `duration`: a standby takes over this long after the leader stops renewing")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this `address` (e.g. :9090); off when empty")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -113,16 +127,28 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	}
 	defer nc.Close()
 
-	st, err := startStack(nc, stackConfig{policies: set, log: log})
+	now, err := testClock()
 	if err != nil {
 		return err
 	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	js, err := jetstream.New(nc)
+	var lease *actuator.Lease
+	if err == nil {
+		lease, err = actuator.NewLease(lctx, js, leaseBucket, f.engineID, f.leaseTTL, log)
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	cur := &current{}
+	cur.setPolicies(set)
 	wctx, stopWatcher := context.WithCancel(context.Background())
 	watcherDone := make(chan error, 1)
 	go func() {
 		w := policy.NewWatcher(f.policies, f.reload)
 		watcherDone <- w.Run(wctx, func(s policy.Set) {
-			st.eng.SetPolicies(s)
+			cur.setPolicies(s)
 			log.Info("policies reloaded", "count", len(s))
 		}, func(err error) {
 			log.Error("policy reload rejected; keeping the previous set", "err", err)
@@ -132,7 +158,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if f.metrics != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-		reg.MustRegister(st.in.Collectors()...)
+		reg.MustRegister(cur)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		srv = &http.Server{Addr: f.metrics, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -142,10 +168,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 			}
 		}()
 	}
-	log.Info("engine running")
-	<-ctx.Done()
+	err = runFenced(ctx, nc, stackConfig{policies: cur.policies(), log: log, now: now}, lease, func(st *stack) {
+		cur.setStack(st)
+		log.Info("engine running")
+	})
 	log.Info("shutting down")
-	err = st.shutdown(20 * time.Second)
 	stopWatcher()
 	<-watcherDone
 	if srv != nil {
@@ -159,6 +186,76 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	log.Info("stopped")
 	return err
 }
+
+// leaseBucket is the KV bucket of the engines' leader lease.
+const leaseBucket = "verdict_leader"
+
+// testClock returns the engine's wall clock: time.Now, or, for the fault
+// suite only, the fixed instant in VERDICT_TEST_NOW (RFC 3339), so that a
+// recorded trace is judged the same on every run (rollouts start at that
+// instant and time then moves with the events only).
+func testClock() (func() time.Time, error) {
+	v := os.Getenv("VERDICT_TEST_NOW")
+	if v == "" {
+		return nil, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, fmt.Errorf("VERDICT_TEST_NOW: %w", err)
+	}
+	return func() time.Time { return t }, nil
+}
+
+// current is the running stack of a fenced engine, which changes each
+// time the lease is won again, and the policy set to give it.
+type current struct {
+	mu  sync.Mutex
+	st  *stack
+	pol policy.Set
+}
+
+func (c *current) setStack(st *stack) {
+	c.mu.Lock()
+	c.st = st
+	st.eng.SetPolicies(c.pol)
+	c.mu.Unlock()
+}
+
+func (c *current) setPolicies(s policy.Set) {
+	c.mu.Lock()
+	c.pol = s
+	if c.st != nil {
+		c.st.eng.SetPolicies(s)
+	}
+	c.mu.Unlock()
+}
+
+func (c *current) policies() policy.Set {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pol
+}
+
+// Describe sends nothing: the collector is unchecked, as its ingest
+// counters belong to whichever stack runs.
+func (c *current) Describe(chan<- *prometheus.Desc) {}
+
+// Collect reports the running stack's ingest counters and late events.
+func (c *current) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	st := c.st
+	c.mu.Unlock()
+	if st == nil {
+		return
+	}
+	for _, col := range st.in.Collectors() {
+		col.Collect(ch)
+	}
+	ch <- prometheus.MustNewConstMetric(descLate, prometheus.CounterValue, float64(st.eng.Late()))
+}
+
+var descLate = prometheus.NewDesc("verdict_engine_late_events_total",
+	"Telemetry more than the lateness window behind its rollout's clock (still counted).", nil, nil)
 
 // addAuthFlags registers the connection flags shared by every command
 // that talks to a NATS server.

@@ -78,6 +78,9 @@ type stackConfig struct {
 	policies policy.Set      // the initial policy set
 	log      *slog.Logger
 	now      func() time.Time
+	// lease, when set, fences the stack: decisions and checkpoints are
+	// refused unless the lease is held. runFenced sets it.
+	lease *actuator.Lease
 }
 
 // stack is a running engine: ingest feeding rollout owners that publish
@@ -122,7 +125,10 @@ func startStack(nc *nats.Conn, cfg stackConfig) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng := engine.New(engine.Options{Store: store{act}, Log: cfg.log, Now: cfg.now})
+	var in *ingest.Ingester
+	eng := engine.New(engine.Options{Store: store{act, cfg.lease}, Log: cfg.log, Now: cfg.now,
+		Live: func() bool { return in.Live() }})
+	in = ingest.New(js, cfg.ingest, eng, cfg.log)
 	eng.SetPolicies(cfg.policies)
 	specs, err := act.Specs(ctx)
 	if err != nil {
@@ -131,7 +137,7 @@ func startStack(nc *nats.Conn, cfg stackConfig) (*stack, error) {
 	for _, s := range specs {
 		eng.SetSpec(s, false)
 	}
-	s := &stack{js: js, act: act, eng: eng,
+	s := &stack{js: js, act: act, eng: eng, in: in,
 		ingestDone: make(chan error, 1), engineDone: make(chan error, 1), watchDone: make(chan error, 1)}
 
 	var ectx, wctx, ictx context.Context
@@ -139,10 +145,63 @@ func startStack(nc *nats.Conn, cfg stackConfig) (*stack, error) {
 	go func() { s.engineDone <- eng.Run(ectx) }()
 	wctx, s.stopWatch = context.WithCancel(context.Background())
 	go func() { s.watchDone <- act.WatchSpecs(wctx, eng.SetSpec) }()
-	s.in = ingest.New(js, cfg.ingest, eng, cfg.log)
+	// Every rollout known now has its owner before the first delivery,
+	// and consumption resumes at the oldest event a checkpoint lacks.
+	<-eng.Ready()
+	seq, ok, err := eng.ResumeSeq(ctx)
+	if err != nil {
+		s.stopWatch()
+		s.stopEngine()
+		<-s.engineDone
+		<-s.watchDone
+		return nil, err
+	}
+	if ok {
+		in.ResumeAt(seq)
+	}
 	ictx, s.stopIngest = context.WithCancel(context.Background())
 	go func() { s.ingestDone <- s.in.Run(ictx) }()
 	return s, nil
+}
+
+// runFenced runs a stack only while this process holds the leader lease:
+// it stands by until it acquires the lease, starts a stack, and stops it
+// the moment the lease is lost (its Store refuses to decide from then
+// on), then stands by again. started is called with each new stack. It
+// returns when ctx ends, after stopping the stack and releasing the lease.
+func runFenced(ctx context.Context, nc *nats.Conn, cfg stackConfig, lease *actuator.Lease, started func(*stack)) error {
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.DiscardHandler)
+	}
+	cfg.lease = lease
+	for {
+		if err := lease.Acquire(ctx); err != nil {
+			return nil // ctx ended while standing by
+		}
+		kctx, stopKeep := context.WithCancel(context.Background())
+		lost := make(chan error, 1)
+		go func() { lost <- lease.Keep(kctx) }()
+		st, err := startStack(nc, cfg)
+		if err != nil {
+			stopKeep()
+			<-lost
+			return err
+		}
+		started(st)
+		select {
+		case <-ctx.Done():
+			err := st.shutdown(20 * time.Second)
+			stopKeep()
+			<-lost
+			return err
+		case lerr := <-lost:
+			cfg.log.Error("leader lease lost: stopped deciding", "err", lerr)
+			if err := st.shutdown(20 * time.Second); err != nil {
+				cfg.log.Warn("stopping after the lease was lost", "err", err)
+			}
+			stopKeep()
+		}
+	}
 }
 
 // shutdown stops fetching telemetry, lets the owners apply what they hold
@@ -172,16 +231,29 @@ func (s *stack) shutdown(timeout time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// store adapts the actuator to the engine's Store.
-type store struct{ a *actuator.Actuator }
+// store adapts the actuator to the engine's Store. With a lease it is
+// fenced: nothing is written unless the lease is held.
+type store struct {
+	a     *actuator.Actuator
+	lease *actuator.Lease
+}
 
 var _ engine.Store = store{}
 
+// errFenced is returned for writes of a process that lost the lease.
+var errFenced = errors.New("fenced: this engine does not hold the leader lease")
+
 func (s store) Apply(ctx context.Context, d engine.Decision, r engine.Route) error {
+	if s.lease != nil && !s.lease.Held() {
+		return errFenced
+	}
 	return s.a.Apply(ctx, d, d.At, r)
 }
 
 func (s store) SaveState(ctx context.Context, rollout string, data []byte) error {
+	if s.lease != nil && !s.lease.Held() {
+		return errFenced
+	}
 	return s.a.SaveState(ctx, rollout, data)
 }
 
