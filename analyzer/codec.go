@@ -246,6 +246,7 @@ func (r *reader) bytes(n int) []byte {
 }
 
 func (r *reader) u64() uint64 { return binary.LittleEndian.Uint64(r.bytes(8)) }
+
 // f decodes a float; every float in the state is finite.
 func (r *reader) f() float64 {
 	x := math.Float64frombits(r.u64())
