@@ -1,0 +1,243 @@
+// Package bench holds the parts of `verdict bench` that do not need the
+// engine: the result, synthetic telemetry of a fixed size, pre-publishing,
+// the plain JetStream consumer that is the reference for ingest, and the
+// machine description printed next to every figure.
+//
+// The engine-side measurements live in cmd/verdict/bench.go, which wires
+// the real engine (startStack) the way `verdict serve` does.
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/verdict-dev/verdict/analyzer"
+	"github.com/verdict-dev/verdict/telemetry"
+)
+
+// Result is the JSON object `verdict bench --json` prints. Rates are per
+// second of wall time; maps are keyed by the number of active rollouts.
+type Result struct {
+	Events       int `json:"events"`       // single events per consume measurement
+	MessageBytes int `json:"messageBytes"` // size of one single event
+
+	RawConsumePerSec            float64            `json:"rawConsumePerSec"`
+	RawConsumeExplicitAckPerSec float64            `json:"rawConsumeExplicitAckPerSec"`
+	IngestPerSec                map[string]float64 `json:"ingestPerSec"`
+	Ratio                       map[string]float64 `json:"ratio"`
+	// IngestIgnored counts events the engine acknowledged without
+	// analysing them (no running owner); it must be 0 for the figure to
+	// count.
+	IngestIgnored map[string]int64 `json:"ingestIgnored"`
+
+	BatchedObsPerSec  float64 `json:"batchedObsPerSec"`
+	BatchedMsgsPerSec float64 `json:"batchedMsgsPerSec"`
+	ObsPerBatch       int     `json:"obsPerBatch"`
+
+	DecisionLatencyP50Ms   float64 `json:"decisionLatencyP50Ms"`
+	DecisionLatencyP99Ms   float64 `json:"decisionLatencyP99Ms"`
+	DecisionLatencyMaxMs   float64 `json:"decisionLatencyMaxMs"`
+	DecisionSamples        int     `json:"decisionSamples"`
+	BackgroundTargetPerSec float64 `json:"backgroundTargetPerSec"`
+	BackgroundPerSec       float64 `json:"backgroundPerSec"` // achieved publish rate during the latency run
+
+	Rollouts        int     `json:"rollouts"`        // rollouts of the memory figure
+	BytesPerRollout float64 `json:"bytesPerRollout"` // heap+stacks per active rollout, whole process
+	RolloutStartSec float64 `json:"rolloutStartSec"` // time for every owner to start and publish its start decision
+	ProcessSysBytes uint64  `json:"processSysBytes"` // Go runtime's memory from the OS with all rollouts active
+
+	PublishPerSec float64 `json:"publishPerSec"` // router.Emitter, single events, acked
+
+	Machine Machine `json:"machine"`
+	Seconds float64 `json:"seconds"` // wall time of the whole run
+}
+
+// Machine describes where a run happened. Load averages are read before
+// and after the run: the figures are only comparable on a quiet machine.
+type Machine struct {
+	CPUs        int       `json:"cpus"`
+	CPUModel    string    `json:"cpuModel"`
+	GoVersion   string    `json:"goVersion"`
+	LoadBefore  []float64 `json:"loadBefore"`
+	LoadAfter   []float64 `json:"loadAfter"`
+	GOMAXPROCS  int       `json:"gomaxprocs"`
+	Description string    `json:"-"`
+}
+
+// DescribeMachine reads the CPU count and model, the Go version and the
+// load average.
+func DescribeMachine() Machine {
+	return Machine{
+		CPUs: runtime.NumCPU(), CPUModel: cpuModel(), GoVersion: runtime.Version(),
+		LoadBefore: LoadAvg(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+	}
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages, or nil where
+// /proc/loadavg does not exist.
+func LoadAvg() []float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	f := strings.Fields(string(b))
+	var out []float64
+	for _, s := range f[:min(3, len(f))] {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// SingleEvent returns the i-th synthetic single event of a rollout: about
+// 200 bytes (with a rollout id of 11 bytes) with every field of the
+// DESIGN.md example, so it takes telemetry's fast decoding path.
+// Baseline and canary alternate and see the same latencies and outcomes,
+// so the analyzer never finds a difference and no rollout decides.
+func SingleEvent(dst []byte, rollout string, i int, t time.Time) []byte {
+	v := analyzer.Variant(i & 1)
+	k := i >> 1
+	lat := 5 + float64(k%97)*0.75
+	failed := k%100 == 7
+	status := 200
+	if failed {
+		status = 503
+	}
+	dst = append(dst, `{"rollout":"`...)
+	dst = append(dst, rollout...)
+	dst = append(dst, `","variant":"`...)
+	if v == analyzer.Canary {
+		dst = append(dst, "canary"...)
+	} else {
+		dst = append(dst, "baseline"...)
+	}
+	dst = append(dst, `","time":"`...)
+	dst = t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	dst = append(dst, `","latency_ms":`...)
+	dst = strconv.AppendFloat(dst, lat, 'f', 2, 64)
+	dst = append(dst, `,"status":`...)
+	dst = strconv.AppendInt(dst, int64(status), 10)
+	dst = append(dst, `,"error":`...)
+	dst = strconv.AppendBool(dst, failed)
+	dst = append(dst, `,"unit":"user-`...)
+	dst = appendPadded(dst, k%1000000, 7)
+	dst = append(dst, `","id":"evt-`...)
+	dst = appendPadded(dst, i, 12)
+	dst = append(dst, `","values":{"cpu_ms":`...)
+	dst = strconv.AppendFloat(dst, 1+float64(k%13)*0.25, 'f', 2, 64)
+	dst = append(dst, `}}`...)
+	return dst
+}
+
+func appendPadded(dst []byte, n, width int) []byte {
+	s := strconv.Itoa(n)
+	for range width - len(s) {
+		dst = append(dst, '0')
+	}
+	return append(dst, s...)
+}
+
+// BatchEvent returns a batch message of n requests of one variant (the
+// batch form of docs/EVENTS.md), with the same latency and error pattern
+// for both variants.
+func BatchEvent(rollout string, v analyzer.Variant, n int, t time.Time) ([]byte, error) {
+	b := telemetry.NewBuilder(rollout, v)
+	for k := range n {
+		b.Add(5+float64(k%97)*0.75, k%100 == 7)
+	}
+	r := b.Record("", t)
+	return telemetry.Encode(&r)
+}
+
+// Percentile returns the q-quantile (0..1) of xs by the nearest-rank
+// method; xs is sorted in place.
+func Percentile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	i := int(math.Ceil(q*float64(len(xs)))) - 1
+	return xs[min(max(i, 0), len(xs)-1)]
+}
+
+// Rounded returns x with three significant decimals for display and JSON.
+func Rounded(x float64) float64 {
+	if x == 0 || math.IsNaN(x) || math.IsInf(x, 0) {
+		return x
+	}
+	p := math.Pow(10, 3-math.Ceil(math.Log10(math.Abs(x))))
+	if p < 1 {
+		return math.Round(x)
+	}
+	return math.Round(x*p) / p
+}
+
+// WriteJSON writes r as indented JSON.
+func WriteJSON(w io.Writer, r *Result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteTable writes r for people, with the targets of issue 4 beside the
+// figures.
+func WriteTable(w io.Writer, r *Result, counts []int) {
+	m := r.Machine
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, GOMAXPROCS %d, load %v before, %v after\n",
+		m.CPUs, m.CPUModel, m.GoVersion, m.GOMAXPROCS, m.LoadBefore, m.LoadAfter)
+	fmt.Fprintf(w, "single events of %d bytes, %d per consume measurement; run took %.0fs\n\n",
+		r.MessageBytes, r.Events, r.Seconds)
+	row := func(name, value, target string) { fmt.Fprintf(w, "  %-40s %16s   %s\n", name, value, target) }
+	rate := func(x float64) string { return fmtInt(x) + "/s" }
+	row("raw consume, AckAll per batch", rate(r.RawConsumePerSec), "(reference)")
+	row("raw consume, explicit acks", rate(r.RawConsumeExplicitAckPerSec), "(reference)")
+	for _, n := range counts {
+		k := strconv.Itoa(n)
+		row(fmt.Sprintf("ingest, %d rollouts", n), rate(r.IngestPerSec[k]),
+			fmt.Sprintf("ratio %.2f (target >= 0.80)", r.Ratio[k]))
+	}
+	row(fmt.Sprintf("batched, %d obs/message", r.ObsPerBatch), rate(r.BatchedObsPerSec)+" obs", "target >= 10,000,000 obs/s")
+	row("decision latency p50", fmt.Sprintf("%.1f ms", r.DecisionLatencyP50Ms),
+		fmt.Sprintf("%d samples, background %s/s", r.DecisionSamples, fmtInt(r.BackgroundPerSec)))
+	row("decision latency p99", fmt.Sprintf("%.1f ms", r.DecisionLatencyP99Ms), "target <= 50 ms")
+	row(fmt.Sprintf("memory per rollout (%d active)", r.Rollouts), fmt.Sprintf("%.1f KiB", r.BytesPerRollout/1024),
+		"target <= 64 KiB")
+	row("process memory, all rollouts active", fmt.Sprintf("%.0f MiB", float64(r.ProcessSysBytes)/(1<<20)), "target < 1 GiB")
+	row("router emitter publish", rate(r.PublishPerSec), "(single events, acked)")
+}
+
+func fmtInt(x float64) string {
+	s := strconv.FormatInt(int64(math.Round(x)), 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 && s[0] != '-' {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,99 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/verdict-dev/verdict/ingest"
+)
+
+// Publish publishes n messages asynchronously and waits until the stream
+// has acknowledged every one. msg returns the i-th subject and payload; the
+// payload must not be reused (the client keeps it until the ack).
+func Publish(ctx context.Context, js jetstream.JetStream, n int, msg func(i int) (string, []byte)) error {
+	for i := range n {
+		subj, data := msg(i)
+		if _, err := js.PublishAsync(subj, data); err != nil {
+			return fmt.Errorf("publish %d: %w", i, err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("publish: %d unacknowledged: %w", js.PublishAsyncPending(), ctx.Err())
+	}
+}
+
+// RawConsume measures a plain pull consumer on cfg's stream, which must
+// hold at least n messages: the consumer settings of package ingest
+// (durable, deliver all, AckWait, MaxAckPending, pull requests of
+// BatchSize messages waiting at most FetchWait) and nothing else per
+// message. With explicit false it uses AckAll and acknowledges the last
+// message of each pull request with a double ack, as ingest acknowledges a
+// batch; with explicit true every message is acknowledged on its own.
+// It returns messages per second from the first pull request to the nth
+// message (and, with AckAll, the ack of its batch).
+func RawConsume(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, n int, explicit bool) (float64, error) {
+	d := ingest.DefaultConfig()
+	name, policy := "bench-raw-ackall", jetstream.AckAllPolicy
+	if explicit {
+		name, policy = "bench-raw-explicit", jetstream.AckExplicitPolicy
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       name,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     policy,
+		AckWait:       or(cfg.AckWait, d.AckWait),
+		MaxDeliver:    -1,
+		MaxAckPending: or(cfg.MaxAckPending, d.MaxAckPending),
+		FilterSubject: cfg.SubjectPrefix + ".>",
+	})
+	if err != nil {
+		return 0, fmt.Errorf("raw consumer: %w", err)
+	}
+	batchSize, wait := or(cfg.BatchSize, d.BatchSize), or(cfg.FetchWait, d.FetchWait)
+	got := 0
+	start := time.Now()
+	for got < n {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		batch, err := cons.Fetch(batchSize, jetstream.FetchMaxWait(wait))
+		if err != nil {
+			return 0, fmt.Errorf("raw consumer: fetch: %w", err)
+		}
+		var last jetstream.Msg
+		for m := range batch.Messages() {
+			got++
+			if explicit {
+				if err := m.Ack(); err != nil {
+					return 0, fmt.Errorf("raw consumer: ack: %w", err)
+				}
+			}
+			last = m
+		}
+		if !explicit && last != nil {
+			if err := last.DoubleAck(ctx); err != nil {
+				return 0, fmt.Errorf("raw consumer: ack: %w", err)
+			}
+		}
+	}
+	if explicit {
+		// The acks are fire and forget: wait until the server has them.
+		if err := js.Conn().FlushTimeout(30 * time.Second); err != nil {
+			return 0, err
+		}
+	}
+	return float64(got) / time.Since(start).Seconds(), nil
+}
+
+func or[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}

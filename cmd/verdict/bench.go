@@ -1,0 +1,726 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/verdict-dev/verdict/actuator"
+	"github.com/verdict-dev/verdict/analyzer"
+	"github.com/verdict-dev/verdict/bench"
+	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/ingest"
+	"github.com/verdict-dev/verdict/policy"
+	"github.com/verdict-dev/verdict/router"
+)
+
+func init() {
+	register("bench", command{summary: "measure ingest, decision latency and memory on an embedded server", run: runBench})
+}
+
+const benchUsage = `Usage: verdict bench [flags]
+
+Measures, in one run on one embedded JetStream server (reached over
+loopback TCP, as by verdict serve), each on fresh streams and buckets:
+
+  - a plain pull consumer with the engine's stream and consumer settings
+    that only acknowledges (AckAll per pull request, and explicit acks);
+  - the engine's whole path for single JSON events of about 200 bytes
+    (consume, decode, validate, analyse, acknowledge) with several numbers
+    of active rollouts, and its ratio to the plain consumer;
+  - observations per second through the batch form;
+  - decision latency: from publishing the event that tips a rollback to
+    the decision reaching a subscriber, under background telemetry;
+  - memory per active rollout;
+  - the router-side emitter's publish rate.
+Telemetry is published before a consume measurement starts, so the figures
+are not bounded by publishing. Progress goes to stderr.
+
+Flags:
+`
+
+// benchPolicy runs every bench rollout. With steps [50, 100] the variants'
+// 50/50 split matches the weight, so the sample ratio test stays quiet;
+// an hour's minimum duration keeps the synthetic A/A telemetry from
+// promoting, so every rollout stays active for the whole run.
+const benchPolicy = `apiVersion: verdict/v1
+kind: Policy
+name: bench
+steps: [50, 100]
+stepDefaults:
+  minDuration: 1h
+  maxDuration: 2h
+  minRequests: 1000
+onTimeout: hold
+alpha: 0.05
+promoteAlpha: 0.05
+metrics:
+  - name: error-rate
+    type: errors
+    maxIncrease: 20%
+  - name: latency
+    type: latency
+    maxIncrease: 10%
+  - name: p99
+    type: latency-quantile
+    quantile: 0.99
+    maxIncrease: 25%
+`
+
+type benchOptions struct {
+	events     int     // single events per consume measurement
+	counts     []int   // active rollouts of the ingest measurements
+	batches    int     // batch messages of the batched measurement
+	obsPerMsg  int     // observations per batch message
+	samples    int     // decision latency samples
+	background float64 // background telemetry during the latency run, events/s
+	emit       int     // events through the router emitter
+	cpuprofile string  // profile of the single-event ingest windows
+	progress   io.Writer
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	events := fs.Int("events", 200000, "single events per consume measurement")
+	quick := fs.Bool("quick", false, "small sizes (seconds, for tests): 5000 events, 1/10/100 rollouts")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles of the single-event ingest windows to `FILE`.<rollouts>")
+	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 0 || *events <= 0 {
+		fs.Usage()
+		return 2
+	}
+	o := benchOptions{
+		events: *events, counts: []int{1, 100, 10000}, batches: 20000, obsPerMsg: 1000,
+		samples: 200, background: 50000, emit: 200000, cpuprofile: *cpuprofile, progress: stderr,
+	}
+	if *quick {
+		o.counts, o.batches, o.samples, o.background, o.emit = []int{1, 10, 100}, 500, 10, 5000, 5000
+		if !flagSet(fs, "events") {
+			o.events = 5000
+		}
+	}
+	res, err := runBenchmarks(ctx, o)
+	if err != nil {
+		fmt.Fprintln(stderr, "verdict bench:", err)
+		return 1
+	}
+	if *asJSON {
+		if err := bench.WriteJSON(stdout, res); err != nil {
+			fmt.Fprintln(stderr, "verdict bench:", err)
+			return 1
+		}
+		return 0
+	}
+	bench.WriteTable(stdout, res, o.counts)
+	return 0
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// bencher holds what every measurement shares: one embedded server, the
+// engine's connection and a separate publisher connection (a router).
+type bencher struct {
+	o      benchOptions
+	nc     *nats.Conn // the engine's, as in serve
+	pub    *nats.Conn // publishers'
+	pubJS  jetstream.JetStream
+	pol    policy.Set
+	serial int // names each measurement's streams and buckets
+}
+
+func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
+	start := time.Now()
+	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events,
+		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, IngestIgnored: map[string]int64{}}
+	res.MessageBytes = len(bench.SingleEvent(nil, "bench-00001", 0, time.Now()))
+	pols, err := policy.Parse("bench.yaml", []byte(benchPolicy))
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "verdict-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	ns, nc, err := startEmbedded(embeddedOptions{dir: dir, listen: "127.0.0.1:-1"})
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Shutdown()
+	defer nc.Close()
+	ns.SetLoggerV2(serverLog{o.progress}, false, false, false)
+	pub, err := nats.Connect(ns.ClientURL(), nats.Name("verdict-bench-publisher"))
+	if err != nil {
+		return nil, err
+	}
+	defer pub.Close()
+	pubJS, err := jetstream.New(pub, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, err
+	}
+	b := &bencher{o: o, nc: nc, pub: pub, pubJS: pubJS, pol: policy.Set{"bench": pols[0]}}
+
+	steps := []struct {
+		name string
+		run  func(context.Context, *bench.Result) error
+	}{
+		{"raw consume", b.raw},
+		{"ingest", b.ingest},
+		{"batched", b.batched},
+		{"decision latency", b.latency},
+		{"emitter", b.emitter},
+	}
+	for _, s := range steps {
+		b.logf("%s... (load %v)", s.name, bench.LoadAvg())
+		if err := s.run(ctx, res); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	for k, v := range res.IngestPerSec {
+		res.Ratio[k] = bench.Rounded(v / res.RawConsumePerSec)
+	}
+	res.Machine.LoadAfter = bench.LoadAvg()
+	res.Seconds = bench.Rounded(time.Since(start).Seconds())
+	return res, nil
+}
+
+// serverLog passes the embedded server's warnings and errors on to the
+// progress output: they explain failures the client only sees as codes.
+type serverLog struct{ w io.Writer }
+
+func (l serverLog) Noticef(string, ...any) {}
+func (l serverLog) Debugf(string, ...any)  {}
+func (l serverLog) Tracef(string, ...any)  {}
+func (l serverLog) Warnf(f string, a ...any) {
+	fmt.Fprintf(l.w, "nats-server: warning: "+f+"\n", a...)
+}
+func (l serverLog) Errorf(f string, a ...any) { fmt.Fprintf(l.w, "nats-server: error: "+f+"\n", a...) }
+func (l serverLog) Fatalf(f string, a ...any) { fmt.Fprintf(l.w, "nats-server: fatal: "+f+"\n", a...) }
+
+func (b *bencher) logf(format string, args ...any) {
+	fmt.Fprintf(b.o.progress, "bench: "+format+"\n", args...)
+}
+
+// names returns fresh stream and bucket names for one measurement.
+func (b *bencher) names() (ingest.Config, actuator.Config) {
+	b.serial++
+	n := strconv.Itoa(b.serial)
+	ic := ingest.DefaultConfig()
+	ic.Stream, ic.SubjectPrefix = "BENCH_EVENTS_"+n, "bench"+n+".events"
+	ic.RejectedStream, ic.RejectedPrefix = "BENCH_REJECTED_"+n, "bench"+n+".rejected"
+	ac := actuator.DefaultConfig()
+	ac.DecisionStream, ac.DecisionPrefix = "BENCH_DECISIONS_"+n, "bench"+n+".decisions"
+	ac.RoutesBucket, ac.RolloutsBucket, ac.StateBucket = "bench_routes_"+n, "bench_rollouts_"+n, "bench_state_"+n
+	return ic, ac
+}
+
+// drop deletes a measurement's streams and buckets, so that the next one
+// starts on an empty server and memory figures do not include them.
+func (b *bencher) drop(ctx context.Context, ic ingest.Config, ac *actuator.Config) {
+	js, _ := jetstream.New(b.nc)
+	_ = js.DeleteStream(ctx, ic.Stream)
+	_ = js.DeleteStream(ctx, ic.RejectedStream)
+	if ac != nil {
+		_ = js.DeleteStream(ctx, ac.DecisionStream)
+		for _, kv := range []string{ac.RoutesBucket, ac.RolloutsBucket, ac.StateBucket} {
+			_ = js.DeleteKeyValue(ctx, kv)
+		}
+	}
+}
+
+func rolloutIDs(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%05d", prefix, i+1)
+	}
+	return ids
+}
+
+// publishSingles pre-publishes n single events, round robin over ids.
+func (b *bencher) publishSingles(ctx context.Context, ic ingest.Config, ids []string, n int) error {
+	t := time.Now()
+	return bench.Publish(ctx, b.pubJS, n, func(i int) (string, []byte) {
+		id := ids[i%len(ids)]
+		return ic.SubjectPrefix + "." + id, bench.SingleEvent(nil, id, i/len(ids), t.Add(time.Duration(i)*time.Microsecond))
+	})
+}
+
+// raw measures the plain consumer, AckAll and explicit acks, each on a
+// fresh stream created with the engine's stream settings.
+func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
+	for _, explicit := range []bool{false, true} {
+		ic, _ := b.names()
+		js, err := jetstream.New(b.nc)
+		if err != nil {
+			return err
+		}
+		if err := ingest.Setup(ctx, js, ic); err != nil {
+			return err
+		}
+		if err := b.publishSingles(ctx, ic, rolloutIDs("bench", 1), b.o.events); err != nil {
+			return err
+		}
+		rate, err := bench.RawConsume(ctx, js, ic, b.o.events, explicit)
+		if err != nil {
+			return err
+		}
+		if explicit {
+			res.RawConsumeExplicitAckPerSec = bench.Rounded(rate)
+		} else {
+			res.RawConsumePerSec = bench.Rounded(rate)
+		}
+		b.logf("  raw consume explicit=%v: %.0f msgs/s (load %v)", explicit, rate, bench.LoadAvg())
+		b.drop(ctx, ic, nil)
+	}
+	return nil
+}
+
+// engineRun is one engine, started with startStack on fresh streams and
+// buckets, whose rollouts have all started.
+type engineRun struct {
+	st        *stack
+	ic        ingest.Config
+	ac        actuator.Config
+	sub       *nats.Subscription // every decision
+	decisions chan arrival       // decisions other than start
+	started   time.Duration      // until every rollout published its start decision
+}
+
+// startEngine writes a spec per id with the actuator, starts the engine
+// the way serve does, waits until every rollout has published its start
+// decision (so its owner runs) and stops ingest, so the caller can
+// pre-publish telemetry and then call consume.
+func (b *bencher) startEngine(ctx context.Context, ids []string) (*engineRun, error) {
+	ic, ac := b.names()
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return nil, err
+	}
+	if err := actuator.Setup(ctx, js, ac); err != nil {
+		return nil, err
+	}
+	act, err := actuator.New(js, ac)
+	if err != nil {
+		return nil, err
+	}
+	r := &engineRun{ic: ic, ac: ac, decisions: make(chan arrival, 1024)}
+	var starts atomic.Int64
+	r.sub, err = b.pub.Subscribe(ac.DecisionPrefix+".>", func(m *nats.Msg) {
+		at := time.Now()
+		var ev engine.CloudEvent
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return
+		}
+		if ev.Data.Action == engine.ActionStart {
+			starts.Add(1)
+			return
+		}
+		select {
+		case r.decisions <- arrival{ev.Data, at}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	if err := putSpecs(ctx, act, ids); err != nil {
+		return nil, err
+	}
+	r.st, err = startStack(b.nc, stackConfig{ingest: ic, actuator: ac, policies: b.pol})
+	if err != nil {
+		return nil, err
+	}
+	for starts.Load() < int64(len(ids)) {
+		if time.Since(t0) > 5*time.Minute || ctx.Err() != nil {
+			r.stop(ctx, b)
+			return nil, fmt.Errorf("%d of %d rollouts started", starts.Load(), len(ids))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.started = time.Since(t0)
+	for _, id := range ids {
+		if !r.st.eng.Known(id) {
+			return nil, fmt.Errorf("rollout %s not known to the engine", id)
+		}
+	}
+	// Stop the ingester that startStack started on the empty stream; a
+	// fresh one is started by consume once the telemetry is in.
+	r.st.stopIngest()
+	if err := <-r.st.ingestDone; err != nil {
+		return nil, fmt.Errorf("stop ingest: %w", err)
+	}
+	r.st.ingestDone <- nil // for shutdown
+	return r, nil
+}
+
+// putSpecs writes the rollout specs with a few concurrent writers.
+func putSpecs(ctx context.Context, act *actuator.Actuator, ids []string) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	next := atomic.Int64{}
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(len(ids)); i = next.Add(1) - 1 {
+				s := engine.Spec{Rollout: ids[i], Policy: "bench", Baseline: "v1", Canary: "v2"}
+				if err := act.PutSpec(ctx, s); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// arrival is a decision and when the subscriber received it.
+type arrival struct {
+	d  engine.Decision
+	at time.Time
+}
+
+// resume starts a fresh ingester on the engine, as startStack does.
+func (r *engineRun) resume() *ingest.Ingester {
+	in := ingest.New(r.st.js, r.ic, r.st.eng, nil)
+	ictx, cancel := context.WithCancel(context.Background())
+	r.st.in, r.st.stopIngest = in, cancel
+	<-r.st.ingestDone
+	done := r.st.ingestDone
+	go func() { done <- in.Run(ictx) }()
+	return in
+}
+
+// consume starts a fresh ingester on the engine and returns the messages
+// per second until it has accepted (delivered and acknowledged) n of them.
+func (r *engineRun) consume(ctx context.Context, n int, profile string) (float64, error) {
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	start := time.Now()
+	in := r.resume()
+	if err := waitHandled(ctx, in, n); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// waitHandled waits until in has accepted n messages; a rejected message
+// is an error.
+func waitHandled(ctx context.Context, in *ingest.Ingester, n int) error {
+	start := time.Now()
+	for {
+		s := in.Stats()
+		handled := s.Accepted
+		for _, v := range s.Rejected {
+			handled += v
+		}
+		if handled >= uint64(n) {
+			if handled != s.Accepted {
+				return fmt.Errorf("%d of %d messages rejected: %v", handled-s.Accepted, n, s.Rejected)
+			}
+			return nil
+		}
+		if time.Since(start) > 5*time.Minute || ctx.Err() != nil {
+			return fmt.Errorf("%d of %d messages consumed", handled, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (r *engineRun) stop(ctx context.Context, b *bencher) {
+	if r.sub != nil {
+		_ = r.sub.Unsubscribe()
+	}
+	if r.st != nil {
+		if err := r.st.shutdown(time.Minute); err != nil {
+			b.logf("  engine shutdown: %v", err)
+		}
+	}
+	b.drop(ctx, r.ic, &r.ac)
+}
+
+// heap is the memory the Go runtime holds for live objects and stacks,
+// after a collection.
+func heap() (live uint64, sys uint64) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc + m.StackInuse, m.Sys
+}
+
+// ingest measures single events through the engine for each rollout
+// count, and memory per rollout with the largest count.
+func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
+	largest := b.o.counts[len(b.o.counts)-1]
+	for _, n := range b.o.counts {
+		before, _ := heap()
+		ids := rolloutIDs("bench", n)
+		r, err := b.startEngine(ctx, ids)
+		if err != nil {
+			return err
+		}
+		ignored := r.st.eng.Ignored()
+		if err := b.publishSingles(ctx, r.ic, ids, b.o.events); err != nil {
+			r.stop(ctx, b)
+			return err
+		}
+		profile := ""
+		if b.o.cpuprofile != "" {
+			profile = b.o.cpuprofile + "." + strconv.Itoa(n)
+		}
+		rate, err := r.consume(ctx, b.o.events, profile)
+		if err != nil {
+			r.stop(ctx, b)
+			return err
+		}
+		k := strconv.Itoa(n)
+		res.IngestPerSec[k] = bench.Rounded(rate)
+		res.IngestIgnored[k] = r.st.eng.Ignored() - ignored
+		b.logf("  %d rollouts: started in %v, %.0f events/s (load %v)", n, r.started.Round(time.Millisecond), rate, bench.LoadAvg())
+		if n == largest {
+			// Every rollout is active and has data. The telemetry stream
+			// goes first, so its cached blocks are not counted.
+			js, _ := jetstream.New(b.nc)
+			_ = js.DeleteStream(ctx, r.ic.Stream)
+			after, sys := heap()
+			res.Rollouts = n
+			res.BytesPerRollout = bench.Rounded(float64(int64(after)-int64(before)) / float64(n))
+			res.ProcessSysBytes = sys
+			res.RolloutStartSec = bench.Rounded(r.started.Seconds())
+		}
+		r.stop(ctx, b)
+	}
+	return nil
+}
+
+// batched measures observations per second through the batch form: one
+// rollout, batch messages of alternating variants.
+func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
+	ids := rolloutIDs("batch", 1)
+	r, err := b.startEngine(ctx, ids)
+	if err != nil {
+		return err
+	}
+	defer r.stop(ctx, b)
+	var msgs [2][]byte
+	for v := range msgs {
+		if msgs[v], err = bench.BatchEvent(ids[0], analyzer.Variant(v), b.o.obsPerMsg, time.Now()); err != nil {
+			return err
+		}
+	}
+	err = bench.Publish(ctx, b.pubJS, b.o.batches, func(i int) (string, []byte) {
+		return r.ic.SubjectPrefix + "." + ids[0], msgs[i&1]
+	})
+	if err != nil {
+		return err
+	}
+	rate, err := r.consume(ctx, b.o.batches, "")
+	if err != nil {
+		return err
+	}
+	res.ObsPerBatch = b.o.obsPerMsg
+	res.BatchedMsgsPerSec = bench.Rounded(rate)
+	res.BatchedObsPerSec = bench.Rounded(rate * float64(b.o.obsPerMsg))
+	b.logf("  %d-byte batches: %.0f msgs/s, %.0f obs/s (load %v)", len(msgs[0]), rate, rate*float64(b.o.obsPerMsg), bench.LoadAvg())
+	return nil
+}
+
+// emitter measures the router-side Emitter: single events emitted as fast
+// as its queue takes them, until the stream has acknowledged all of them.
+func (b *bencher) emitter(ctx context.Context, res *bench.Result) error {
+	ic, _ := b.names()
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return err
+	}
+	if err := ingest.Setup(ctx, js, ic); err != nil {
+		return err
+	}
+	defer b.drop(ctx, ic, nil)
+	conn, err := nats.Connect(b.nc.ConnectedUrl(), nats.Name("verdict-bench-emitter"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	e, err := router.NewEmitter(conn, router.EmitterOptions{SubjectPrefix: ic.SubjectPrefix + ".", QueueSize: b.o.emit})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for i := range b.o.emit {
+		e.Emit(router.Event{Rollout: "emit-00001", Variant: router.Variant(i & 1), Unit: "user-" + strconv.Itoa(i%100000),
+			Latency: time.Duration(5000+i%97*750) * time.Microsecond, Failed: i%100 == 7})
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := e.Close(cctx); err != nil {
+		return err
+	}
+	el := time.Since(start)
+	s := e.Stats()
+	if s.Emitted != uint64(b.o.emit) {
+		return fmt.Errorf("emitter: %d of %d acknowledged (%+v)", s.Emitted, b.o.emit, s)
+	}
+	res.PublishPerSec = bench.Rounded(float64(s.Emitted) / el.Seconds())
+	b.logf("  emitter: %.0f events/s (load %v)", res.PublishPerSec, bench.LoadAvg())
+	return nil
+}
+
+// latency measures decision latency: rollouts primed up to one event
+// before a rollback (bench.TipSequence), then tipped one at a time while
+// background rollouts receive telemetry at the target rate.
+func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
+	bg := rolloutIDs("bg", 100)
+	tips := rolloutIDs("tip", b.o.samples)
+	r, err := b.startEngine(ctx, append(slices.Clone(bg), tips...))
+	if err != nil {
+		return err
+	}
+	defer r.stop(ctx, b)
+	var prime [][]byte
+	var subjects []string
+	tipMsgs := make([][]byte, len(tips))
+	for i, id := range tips {
+		evs, tip, err := bench.TipSequence(id, b.pol["bench"], time.Now(), 10000)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs[:tip] {
+			prime, subjects = append(prime, e), append(subjects, r.ic.SubjectPrefix+"."+id)
+		}
+		tipMsgs[i] = evs[tip]
+	}
+	err = bench.Publish(ctx, b.pubJS, len(prime), func(i int) (string, []byte) { return subjects[i], prime[i] })
+	if err != nil {
+		return err
+	}
+	in := r.resume()
+	if err := waitHandled(ctx, in, len(prime)); err != nil {
+		return err
+	}
+
+	tipConn, err := nats.Connect(b.nc.ConnectedUrl(), nats.Name("verdict-bench-tip"))
+	if err != nil {
+		return err
+	}
+	defer tipConn.Close()
+	tipJS, err := jetstream.New(tipConn)
+	if err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	bgDone := make(chan float64)
+	go func() { bgDone <- b.background(r.ic, bg, stop) }()
+	time.Sleep(time.Second) // steady state
+	lat := make([]float64, 0, len(tips))
+	for i, id := range tips {
+		t0 := time.Now()
+		if _, err := tipJS.PublishAsync(r.ic.SubjectPrefix+"."+id, tipMsgs[i]); err != nil {
+			close(stop)
+			<-bgDone
+			return err
+		}
+		if err := waitRollback(ctx, r.decisions, id, t0, &lat); err != nil {
+			close(stop)
+			<-bgDone
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	res.BackgroundTargetPerSec = b.o.background
+	res.BackgroundPerSec = bench.Rounded(<-bgDone)
+	res.DecisionSamples = len(lat)
+	res.DecisionLatencyP50Ms = bench.Rounded(bench.Percentile(lat, 0.50))
+	res.DecisionLatencyP99Ms = bench.Rounded(bench.Percentile(lat, 0.99))
+	res.DecisionLatencyMaxMs = bench.Rounded(bench.Percentile(lat, 1))
+	b.logf("  decision latency p50 %.1fms p99 %.1fms, background %.0f/s (load %v)",
+		res.DecisionLatencyP50Ms, res.DecisionLatencyP99Ms, res.BackgroundPerSec, bench.LoadAvg())
+	return nil
+}
+
+// waitRollback waits for rollout id's rollback and appends its latency
+// from t0, in milliseconds, to lat.
+func waitRollback(ctx context.Context, ch <-chan arrival, id string, t0 time.Time, lat *[]float64) error {
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case a := <-ch:
+			if a.d.Rollout != id {
+				return fmt.Errorf("unexpected decision %s of %s (%s)", a.d.Action, a.d.Rollout, a.d.Reason)
+			}
+			if a.d.Action != engine.ActionRollback {
+				return fmt.Errorf("rollout %s: %s instead of rollback (%s)", id, a.d.Action, a.d.Reason)
+			}
+			*lat = append(*lat, float64(a.at.Sub(t0))/float64(time.Millisecond))
+			return nil
+		case <-timeout:
+			return fmt.Errorf("rollout %s: no rollback within 30s of the tipping event", id)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// background publishes single events round robin over ids at the target
+// rate until stop is closed, and returns the rate it achieved.
+func (b *bencher) background(ic ingest.Config, ids []string, stop <-chan struct{}) float64 {
+	start := time.Now()
+	sent := 0
+	var buf []byte
+	for {
+		select {
+		case <-stop:
+			return float64(sent) / time.Since(start).Seconds()
+		default:
+		}
+		want := int(b.o.background * time.Since(start).Seconds())
+		for ; sent < want; sent++ {
+			id := ids[sent%len(ids)]
+			buf = bench.SingleEvent(buf[:0], id, sent/len(ids), time.Now())
+			if _, err := b.pubJS.PublishAsync(ic.SubjectPrefix+"."+id, slices.Clone(buf)); err != nil {
+				break // stalled: the server does not keep up; the achieved rate says so
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
