@@ -6,7 +6,7 @@ PKGS    := ./...
 NATS_SERVER_VERSION := v2.15.2
 NATSCLI_VERSION     := v0.5.0
 
-.PHONY: all build demo test test-race fuzz bench lint clean tools
+.PHONY: all build demo test test-race fuzz bench lint clean tools faults
 
 all: build
 
@@ -39,6 +39,13 @@ lint: build
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	./$(BIN) lint $(filter-out %.bad.yaml,$(wildcard testdata/policy/*.yaml))
+
+## faults: the process-level fault-injection suite (docs/RELIABILITY.md): real nats-server, verdict serve killed >= 20 times, a server restart, duplicates, malformed input, a silent canary.
+faults: build bin/nats-server
+	$(GO) run ./faults/suite -verdict $(BIN) -nats-server bin/nats-server $(FAULTSFLAGS)
+
+bin/nats-server:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
 tools:
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
