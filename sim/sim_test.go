@@ -117,9 +117,9 @@ func TestSimulateAA(t *testing.T) {
 	}{
 		{"aa", 400, 0},
 		{"aa", 400, 5},
-		{"aa-heavy-tail", 150, 0},
-		{"aa-bursty", 150, 0},
-		{"aa-diurnal", 150, 0},
+		{"aa-heavy-tail", 100, 0},
+		{"aa-bursty", 100, 0},
+		{"aa-diurnal", 100, 0},
 	} {
 		name := tc.scenario
 		if tc.share > 0 {
