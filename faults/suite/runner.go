@@ -251,7 +251,9 @@ func (r *runner) stopServer(sig syscall.Signal) {
 	r.ns = nil
 }
 
-func (r *runner) logFile(n int) string { return filepath.Join(r.dir, fmt.Sprintf("engine-%02d.log", n)) }
+func (r *runner) logFile(n int) string {
+	return filepath.Join(r.dir, fmt.Sprintf("engine-%02d.log", n))
+}
 
 // startEngine runs `verdict serve --nats` with the clock fixed at the
 // traces' start; crashEnv, when set, is its VERDICT_CRASH_AT.
