@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,8 +17,20 @@ import (
 func Publish(ctx context.Context, js jetstream.JetStream, n int, msg func(i int) (string, []byte)) error {
 	for i := range n {
 		subj, data := msg(i)
-		if _, err := js.PublishAsync(subj, data); err != nil {
-			return fmt.Errorf("publish %d: %w", i, err)
+		for {
+			_, err := js.PublishAsync(subj, data)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				return fmt.Errorf("publish %d: %w", i, err)
+			}
+			// The server is behind (a busy machine): let it catch up.
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 	}
 	select {

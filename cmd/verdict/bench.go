@@ -12,6 +12,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,7 @@ loopback TCP, as by verdict serve), each on fresh streams and buckets:
     the decision reaching a subscriber, under background telemetry;
   - memory per active rollout;
   - the router-side emitter's publish rate.
+The full run takes one to two minutes; --quick takes seconds.
 Telemetry is published before a consume measurement starts, so the figures
 are not bounded by publishing. Progress goes to stderr.
 
@@ -90,6 +92,8 @@ type benchOptions struct {
 	background float64 // background telemetry during the latency run, events/s
 	emit       int     // events through the router emitter
 	cpuprofile string  // profile of the single-event ingest windows
+	memprofile string  // heap profile with the most rollouts active
+	only       map[string]bool
 	progress   io.Writer
 }
 
@@ -100,6 +104,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	quick := fs.Bool("quick", false, "small sizes (seconds, for tests): 5000 events, 1/10/100 rollouts")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles of the single-event ingest windows to `FILE`.<rollouts>")
+	memprofile := fs.String("memprofile", "", "write a heap profile with the most rollouts active to `FILE`")
+	rollouts := fs.String("rollouts", "", "comma-separated active rollout `counts` of the ingest measurements (default 1,100,10000)")
+	background := fs.Float64("background", 50000, "background telemetry during the latency measurement, `events/s`")
+	only := fs.String("only", "", "run only these comma-separated `measurements`: raw, ingest, batched, latency, emitter")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -115,10 +123,31 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		events: *events, counts: []int{1, 100, 10000}, batches: 20000, obsPerMsg: 1000,
 		samples: 200, background: 50000, emit: 200000, cpuprofile: *cpuprofile, progress: stderr,
 	}
+	o.memprofile = *memprofile
 	if *quick {
 		o.counts, o.batches, o.samples, o.background, o.emit = []int{1, 10, 100}, 500, 10, 5000, 5000
 		if !flagSet(fs, "events") {
 			o.events = 5000
+		}
+	}
+	if flagSet(fs, "background") {
+		o.background = *background
+	}
+	if *rollouts != "" {
+		o.counts = nil
+		for _, f := range strings.Split(*rollouts, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				fmt.Fprintf(stderr, "verdict bench: --rollouts %q: want positive counts\n", *rollouts)
+				return 2
+			}
+			o.counts = append(o.counts, n)
+		}
+	}
+	if *only != "" {
+		o.only = map[string]bool{}
+		for _, f := range strings.Split(*only, ",") {
+			o.only[strings.TrimSpace(f)] = true
 		}
 	}
 	res, err := runBenchmarks(ctx, o)
@@ -157,7 +186,8 @@ type bencher struct {
 func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	start := time.Now()
 	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events,
-		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, IngestIgnored: map[string]int64{}}
+		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, IngestIgnored: map[string]int64{},
+		IngestMsgsPerBatch: map[string]float64{}}
 	res.MessageBytes = len(bench.SingleEvent(nil, "bench-00001", 0, time.Now()))
 	pols, err := policy.Parse("bench.yaml", []byte(benchPolicy))
 	if err != nil {
@@ -190,20 +220,25 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 		name string
 		run  func(context.Context, *bench.Result) error
 	}{
-		{"raw consume", b.raw},
+		{"raw", b.raw},
 		{"ingest", b.ingest},
 		{"batched", b.batched},
-		{"decision latency", b.latency},
+		{"latency", b.latency},
 		{"emitter", b.emitter},
 	}
 	for _, s := range steps {
+		if o.only != nil && !o.only[s.name] {
+			continue
+		}
 		b.logf("%s... (load %v)", s.name, bench.LoadAvg())
 		if err := s.run(ctx, res); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
-	for k, v := range res.IngestPerSec {
-		res.Ratio[k] = bench.Rounded(v / res.RawConsumePerSec)
+	if res.RawConsumePerSec > 0 {
+		for k, v := range res.IngestPerSec {
+			res.Ratio[k] = bench.Rounded(v / res.RawConsumePerSec)
+		}
 	}
 	res.Machine.LoadAfter = bench.LoadAvg()
 	res.Seconds = bench.Rounded(time.Since(start).Seconds())
@@ -487,6 +522,18 @@ func heap() (live uint64, sys uint64) {
 	return m.HeapAlloc + m.StackInuse, m.Sys
 }
 
+func writeHeapProfile(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // ingest measures single events through the engine for each rollout
 // count, and memory per rollout with the largest count.
 func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
@@ -515,13 +562,23 @@ func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 		k := strconv.Itoa(n)
 		res.IngestPerSec[k] = bench.Rounded(rate)
 		res.IngestIgnored[k] = r.st.eng.Ignored() - ignored
-		b.logf("  %d rollouts: started in %v, %.0f events/s (load %v)", n, r.started.Round(time.Millisecond), rate, bench.LoadAvg())
+		if st := r.st.in.Stats(); st.Batches > 0 {
+			res.IngestMsgsPerBatch[k] = bench.Rounded(float64(st.Accepted) / float64(st.Batches))
+		}
+		b.logf("  %d rollouts: started in %v, %.0f events/s, %.0f msgs/batch (load %v)",
+			n, r.started.Round(time.Millisecond), rate, res.IngestMsgsPerBatch[k], bench.LoadAvg())
 		if n == largest {
 			// Every rollout is active and has data. The telemetry stream
 			// goes first, so its cached blocks are not counted.
 			js, _ := jetstream.New(b.nc)
 			_ = js.DeleteStream(ctx, r.ic.Stream)
 			after, sys := heap()
+			if b.o.memprofile != "" {
+				if err := writeHeapProfile(b.o.memprofile); err != nil {
+					return err
+				}
+			}
+			res.ProcessRSSBytes = bench.RSS()
 			res.Rollouts = n
 			res.BytesPerRollout = bench.Rounded(float64(int64(after)-int64(before)) / float64(n))
 			res.ProcessSysBytes = sys
@@ -637,6 +694,7 @@ func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
 	if err := waitHandled(ctx, in, len(prime)); err != nil {
 		return err
 	}
+	primed := in.Stats()
 
 	tipConn, err := nats.Connect(b.nc.ConnectedUrl(), nats.Name("verdict-bench-tip"))
 	if err != nil {
@@ -651,54 +709,78 @@ func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
 	bgDone := make(chan float64)
 	go func() { bgDone <- b.background(r.ic, bg, stop) }()
 	time.Sleep(time.Second) // steady state
-	lat := make([]float64, 0, len(tips))
-	for i, id := range tips {
-		t0 := time.Now()
-		if _, err := tipJS.PublishAsync(r.ic.SubjectPrefix+"."+id, tipMsgs[i]); err != nil {
-			close(stop)
-			<-bgDone
-			return err
-		}
-		if err := waitRollback(ctx, r.decisions, id, t0, &lat); err != nil {
-			close(stop)
-			<-bgDone
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	lat, missed, err := tipAll(ctx, tipJS, r, tips, tipMsgs)
 	close(stop)
+	bgRate := <-bgDone
+	if err != nil {
+		return err
+	}
+	if st := in.Stats(); st.Batches > primed.Batches {
+		res.BackgroundMsgsPerBatch = bench.Rounded(float64(st.Accepted-primed.Accepted) / float64(st.Batches-primed.Batches))
+	}
 	res.BackgroundTargetPerSec = b.o.background
-	res.BackgroundPerSec = bench.Rounded(<-bgDone)
+	res.BackgroundPerSec = bench.Rounded(bgRate)
+	if c, err := r.st.js.Consumer(ctx, r.ic.Stream, r.ic.Consumer); err == nil {
+		if info, err := c.Info(ctx); err == nil {
+			res.BackgroundBacklog = info.NumPending + uint64(info.NumAckPending)
+		}
+	}
 	res.DecisionSamples = len(lat)
+	res.DecisionsMissed = missed
 	res.DecisionLatencyP50Ms = bench.Rounded(bench.Percentile(lat, 0.50))
 	res.DecisionLatencyP99Ms = bench.Rounded(bench.Percentile(lat, 0.99))
 	res.DecisionLatencyMaxMs = bench.Rounded(bench.Percentile(lat, 1))
-	b.logf("  decision latency p50 %.1fms p99 %.1fms, background %.0f/s (load %v)",
-		res.DecisionLatencyP50Ms, res.DecisionLatencyP99Ms, res.BackgroundPerSec, bench.LoadAvg())
+	b.logf("  decision latency p50 %.1fms p99 %.1fms, %d missed, background %.0f/s, backlog %d, %.1f msgs/batch (load %v)",
+		res.DecisionLatencyP50Ms, res.DecisionLatencyP99Ms, missed, res.BackgroundPerSec, res.BackgroundBacklog,
+		res.BackgroundMsgsPerBatch, bench.LoadAvg())
 	return nil
 }
 
-// waitRollback waits for rollout id's rollback and appends its latency
-// from t0, in milliseconds, to lat.
-func waitRollback(ctx context.Context, ch <-chan arrival, id string, t0 time.Time, lat *[]float64) error {
-	timeout := time.After(30 * time.Second)
-	for {
+// tipAll publishes the tipping event of each rollout, one every 50ms, and
+// returns the latencies from each publish to its rollback reaching the
+// subscriber, in milliseconds. A rollback that has not arrived 10s after
+// the last tip is missed: it counts with the time waited, so that the
+// percentiles stay an honest lower bound.
+func tipAll(ctx context.Context, js jetstream.JetStream, r *engineRun, tips []string, msgs [][]byte) ([]float64, int, error) {
+	sent := make(map[string]time.Time, len(tips))
+	lat := make([]float64, 0, len(tips))
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	next := 0
+	var deadline time.Time
+	for len(lat) < len(tips) {
 		select {
-		case a := <-ch:
-			if a.d.Rollout != id {
-				return fmt.Errorf("unexpected decision %s of %s (%s)", a.d.Action, a.d.Rollout, a.d.Reason)
+		case <-tick.C:
+			if next == len(tips) {
+				if time.Now().After(deadline) {
+					for _, t0 := range sent {
+						lat = append(lat, ms(time.Since(t0)))
+					}
+					return lat, len(sent), nil
+				}
+				continue
 			}
-			if a.d.Action != engine.ActionRollback {
-				return fmt.Errorf("rollout %s: %s instead of rollback (%s)", id, a.d.Action, a.d.Reason)
+			id := tips[next]
+			sent[id] = time.Now()
+			if _, err := js.PublishAsync(r.ic.SubjectPrefix+"."+id, msgs[next]); err != nil {
+				return nil, 0, err
 			}
-			*lat = append(*lat, float64(a.at.Sub(t0))/float64(time.Millisecond))
-			return nil
-		case <-timeout:
-			return fmt.Errorf("rollout %s: no rollback within 30s of the tipping event", id)
+			if next++; next == len(tips) {
+				deadline = time.Now().Add(10 * time.Second)
+			}
+		case a := <-r.decisions:
+			t0, ok := sent[a.d.Rollout]
+			if !ok || a.d.Action != engine.ActionRollback {
+				return nil, 0, fmt.Errorf("unexpected decision %s of %s: %s", a.d.Action, a.d.Rollout, a.d.Reason)
+			}
+			delete(sent, a.d.Rollout)
+			lat = append(lat, ms(a.at.Sub(t0)))
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, 0, ctx.Err()
 		}
 	}
+	return lat, 0, nil
 }
 
 // background publishes single events round robin over ids at the target
