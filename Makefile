@@ -30,9 +30,35 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./telemetry
 
-## bench: Go benchmarks of the hot paths.
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./analyzer ./telemetry
+BENCH_PORT ?= 14222
+BENCH_MSGS ?= 200000
+BENCH_SIZE ?= 196B
+NATS_BENCH  = bin/nats -s nats://127.0.0.1:$(BENCH_PORT)
+## bench: hot-path Go benchmarks (analyzer Observe must be 0 allocs/op), `verdict bench --json` (one to two minutes), and natscli's `nats bench js consume` on a plain nats-server with the engine's stream and consumer settings, for an outside reference. docs/PERFORMANCE.md explains the figures.
+bench: build bin/nats bin/nats-server
+	$(GO) test -run '^$$' -bench 'Observe|Decide|Decode' -benchmem ./analyzer ./telemetry | \
+		awk '{print} /^BenchmarkObserve/ && $$(NF-1) != 0 {bad=1} END {if (bad) {print "FAIL: analyzer Observe allocates"; exit 1}}'
+	./$(BIN) bench --json
+	@set -e; dir=$$(mktemp -d); \
+	bin/nats-server -js -a 127.0.0.1 -p $(BENCH_PORT) -sd $$dir >$$dir/server.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; rm -rf $$dir' EXIT; \
+	for i in 1 2 3 4 5 6 7 8 9 10; do $(NATS_BENCH) account info >/dev/null 2>&1 && break; sleep 0.5; done; \
+	echo "nats bench js: plain nats-server $(NATS_SERVER_VERSION), stream VERDICT_EVENTS and consumers as the engine's, $(BENCH_MSGS) messages of $(BENCH_SIZE)"; \
+	$(NATS_BENCH) stream add VERDICT_EVENTS --subjects 'verdict.events.>' --storage file --replicas 1 \
+		--max-age 24h --dupe-window 2m --max-msg-size 1048576 --retention limits --discard old --defaults >/dev/null; \
+	for a in all explicit; do \
+		$(NATS_BENCH) consumer add VERDICT_EVENTS bench-$$a --pull --deliver all --ack $$a --max-pending 20000 \
+			--wait 30s --max-deliver=-1 --filter 'verdict.events.>' --replay instant --defaults >/dev/null; \
+	done; \
+	$(NATS_BENCH) bench js pub async verdict.events.bench --stream VERDICT_EVENTS --size $(BENCH_SIZE) \
+		--msgs $(BENCH_MSGS) --batch 1000 --no-progress 2>&1 | grep -i 'stats\|error'; \
+	for a in all explicit; do \
+		$(NATS_BENCH) bench js consume --stream VERDICT_EVENTS --consumer bench-$$a --acks $$a --batch 1000 \
+			--size $(BENCH_SIZE) --msgs $(BENCH_MSGS) --no-progress 2>&1 | grep -i 'stats\|error' | sed "s/^/acks=$$a: /"; \
+	done
+
+bin/nats:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
 
 ## lint: vet, gofmt, and lint the example policies.
 lint: build

@@ -29,10 +29,16 @@ type Result struct {
 	Events       int `json:"events"`       // single events per consume measurement
 	MessageBytes int `json:"messageBytes"` // size of one single event
 
-	RawConsumePerSec            float64            `json:"rawConsumePerSec"`
-	RawConsumeExplicitAckPerSec float64            `json:"rawConsumeExplicitAckPerSec"`
-	IngestPerSec                map[string]float64 `json:"ingestPerSec"`
-	Ratio                       map[string]float64 `json:"ratio"`
+	RawConsumePerSec            float64 `json:"rawConsumePerSec"`
+	RawConsumeExplicitAckPerSec float64 `json:"rawConsumeExplicitAckPerSec"`
+	// RawConsumeDecodePerSec is the AckAll consumer that also decodes
+	// every message (telemetry.Decode): how much of the gap decoding is.
+	RawConsumeDecodePerSec float64 `json:"rawConsumeDecodePerSec"`
+	// RawConsumeStreamPerSec pulls continuously and acks without waiting
+	// (bench.RawStream): what a pipelined ingest could reach.
+	RawConsumeStreamPerSec float64            `json:"rawConsumeStreamPerSec"`
+	IngestPerSec           map[string]float64 `json:"ingestPerSec"`
+	Ratio                  map[string]float64 `json:"ratio"`
 	// IngestIgnored counts events the engine acknowledged without
 	// analysing them (no running owner); it must be 0 for the figure to
 	// count.
@@ -241,6 +247,8 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 	rate := func(x float64) string { return fmtInt(x) + "/s" }
 	row("raw consume, AckAll per batch", rate(r.RawConsumePerSec), "(reference)")
 	row("raw consume, explicit acks", rate(r.RawConsumeExplicitAckPerSec), "(reference)")
+	row("raw consume, AckAll + decode", rate(r.RawConsumeDecodePerSec), "(what decoding costs)")
+	row("raw consume, continuous pull", rate(r.RawConsumeStreamPerSec), "(what pipelining could reach)")
 	for _, n := range counts {
 		k := strconv.Itoa(n)
 		row(fmt.Sprintf("ingest, %d rollouts", n), rate(r.IngestPerSec[k]),

@@ -50,24 +50,17 @@ func Publish(ctx context.Context, js jetstream.JetStream, n int, msg func(i int)
 // batch; with explicit true every message is acknowledged on its own.
 // It returns messages per second from the first pull request to the nth
 // message (and, with AckAll, the ack of its batch).
-func RawConsume(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, n int, explicit bool) (float64, error) {
-	d := ingest.DefaultConfig()
+// each, when not nil, is called with every message before it is counted.
+func RawConsume(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, n int, explicit bool, each func(jetstream.Msg)) (float64, error) {
 	name, policy := "bench-raw-ackall", jetstream.AckAllPolicy
 	if explicit {
 		name, policy = "bench-raw-explicit", jetstream.AckExplicitPolicy
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       name,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     policy,
-		AckWait:       or(cfg.AckWait, d.AckWait),
-		MaxDeliver:    -1,
-		MaxAckPending: or(cfg.MaxAckPending, d.MaxAckPending),
-		FilterSubject: cfg.SubjectPrefix + ".>",
-	})
+	cons, err := rawConsumer(ctx, js, cfg, name, policy)
 	if err != nil {
-		return 0, fmt.Errorf("raw consumer: %w", err)
+		return 0, err
 	}
+	d := ingest.DefaultConfig()
 	batchSize, wait := or(cfg.BatchSize, d.BatchSize), or(cfg.FetchWait, d.FetchWait)
 	got := 0
 	start := time.Now()
@@ -81,6 +74,9 @@ func RawConsume(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, 
 		}
 		var last jetstream.Msg
 		for m := range batch.Messages() {
+			if each != nil {
+				each(m)
+			}
 			got++
 			if explicit {
 				if err := m.Ack(); err != nil {
@@ -102,6 +98,56 @@ func RawConsume(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, 
 		}
 	}
 	return float64(got) / time.Since(start).Seconds(), nil
+}
+
+// RawStream is RawConsume with AckAll, but pulling continuously
+// (Consumer.Messages, which keeps up to two BatchSize pull requests
+// outstanding) and acknowledging every BatchSize-th message without waiting
+// for the server's reply: what a pipelined ingest could reach.
+func RawStream(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, n int) (float64, error) {
+	cons, err := rawConsumer(ctx, js, cfg, "bench-raw-stream", jetstream.AckAllPolicy)
+	if err != nil {
+		return 0, err
+	}
+	batchSize := or(cfg.BatchSize, ingest.DefaultConfig().BatchSize)
+	start := time.Now()
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * batchSize))
+	if err != nil {
+		return 0, fmt.Errorf("raw consumer: %w", err)
+	}
+	defer it.Stop()
+	for got := 1; got <= n; got++ {
+		m, err := it.Next()
+		if err != nil {
+			return 0, fmt.Errorf("raw consumer: next: %w", err)
+		}
+		if got%batchSize == 0 || got == n {
+			if err := m.Ack(); err != nil {
+				return 0, fmt.Errorf("raw consumer: ack: %w", err)
+			}
+		}
+	}
+	if err := js.Conn().FlushTimeout(30 * time.Second); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func rawConsumer(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, name string, policy jetstream.AckPolicy) (jetstream.Consumer, error) {
+	d := ingest.DefaultConfig()
+	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:       name,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     policy,
+		AckWait:       or(cfg.AckWait, d.AckWait),
+		MaxDeliver:    -1,
+		MaxAckPending: or(cfg.MaxAckPending, d.MaxAckPending),
+		FilterSubject: cfg.SubjectPrefix + ".>",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raw consumer: %w", err)
+	}
+	return cons, nil
 }
 
 func or[T int | time.Duration](v, def T) T {

@@ -27,6 +27,7 @@ import (
 	"github.com/verdict-dev/verdict/ingest"
 	"github.com/verdict-dev/verdict/policy"
 	"github.com/verdict-dev/verdict/router"
+	"github.com/verdict-dev/verdict/telemetry"
 )
 
 func init() {
@@ -309,7 +310,27 @@ func (b *bencher) publishSingles(ctx context.Context, ic ingest.Config, ids []st
 // raw measures the plain consumer, AckAll and explicit acks, each on a
 // fresh stream created with the engine's stream settings.
 func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
-	for _, explicit := range []bool{false, true} {
+	decode := func(m jetstream.Msg) {
+		if _, err := telemetry.Decode(m.Data()); err != nil {
+			panic(err) // the bench's own events
+		}
+	}
+	for _, v := range []struct {
+		name string
+		out  *float64
+		run  func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error)
+	}{
+		{"AckAll", &res.RawConsumePerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
+			return bench.RawConsume(ctx, js, ic, n, false, nil)
+		}},
+		{"explicit acks", &res.RawConsumeExplicitAckPerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
+			return bench.RawConsume(ctx, js, ic, n, true, nil)
+		}},
+		{"AckAll + decode", &res.RawConsumeDecodePerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
+			return bench.RawConsume(ctx, js, ic, n, false, decode)
+		}},
+		{"continuous pull", &res.RawConsumeStreamPerSec, bench.RawStream},
+	} {
 		ic, _ := b.names()
 		js, err := jetstream.New(b.nc)
 		if err != nil {
@@ -321,16 +342,12 @@ func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 		if err := b.publishSingles(ctx, ic, rolloutIDs("bench", 1), b.o.events); err != nil {
 			return err
 		}
-		rate, err := bench.RawConsume(ctx, js, ic, b.o.events, explicit)
+		rate, err := v.run(ctx, js, ic, b.o.events)
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", v.name, err)
 		}
-		if explicit {
-			res.RawConsumeExplicitAckPerSec = bench.Rounded(rate)
-		} else {
-			res.RawConsumePerSec = bench.Rounded(rate)
-		}
-		b.logf("  raw consume explicit=%v: %.0f msgs/s (load %v)", explicit, rate, bench.LoadAvg())
+		*v.out = bench.Rounded(rate)
+		b.logf("  raw consume, %s: %.0f msgs/s (load %v)", v.name, rate, bench.LoadAvg())
 		b.drop(ctx, ic, nil)
 	}
 	return nil
