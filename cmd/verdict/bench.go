@@ -95,6 +95,7 @@ type benchOptions struct {
 	cpuprofile string  // profile of the single-event ingest windows
 	memprofile string  // heap profile with the most rollouts active
 	only       map[string]bool
+	reps       int // repetitions of the cheap consume measurements; the median counts
 	progress   io.Writer
 }
 
@@ -108,6 +109,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	memprofile := fs.String("memprofile", "", "write a heap profile with the most rollouts active to `FILE`")
 	rollouts := fs.String("rollouts", "", "comma-separated active rollout `counts` of the ingest measurements (default 1,100,10000)")
 	background := fs.Float64("background", 50000, "background telemetry during the latency measurement, `events/s`")
+	reps := fs.Int("reps", 3, "repeat each plain-consumer measurement and each ingest measurement of up to 1000 rollouts `N` times and report the median")
 	only := fs.String("only", "", "run only these comma-separated `measurements`: raw, ingest, batched, latency, emitter")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
@@ -125,8 +127,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		samples: 200, background: 50000, emit: 200000, cpuprofile: *cpuprofile, progress: stderr,
 	}
 	o.memprofile = *memprofile
+	o.reps = max(*reps, 1)
 	if *quick {
 		o.counts, o.batches, o.samples, o.background, o.emit = []int{1, 10, 100}, 500, 10, 5000, 5000
+		if !flagSet(fs, "reps") {
+			o.reps = 1
+		}
 		if !flagSet(fs, "events") {
 			o.events = 5000
 		}
@@ -186,8 +192,8 @@ type bencher struct {
 
 func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	start := time.Now()
-	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events,
-		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, IngestIgnored: map[string]int64{},
+	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events, Reps: o.reps,
+		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, RatioExplicitAck: map[string]float64{}, IngestIgnored: map[string]int64{},
 		IngestMsgsPerBatch: map[string]float64{}}
 	res.MessageBytes = len(bench.SingleEvent(nil, "bench-00001", 0, time.Now()))
 	pols, err := policy.Parse("bench.yaml", []byte(benchPolicy))
@@ -236,9 +242,12 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
-	if res.RawConsumePerSec > 0 {
-		for k, v := range res.IngestPerSec {
+	for k, v := range res.IngestPerSec {
+		if res.RawConsumePerSec > 0 {
 			res.Ratio[k] = bench.Rounded(v / res.RawConsumePerSec)
+		}
+		if res.RawConsumeExplicitAckPerSec > 0 {
+			res.RatioExplicitAck[k] = bench.Rounded(v / res.RawConsumeExplicitAckPerSec)
 		}
 	}
 	res.Machine.LoadAfter = bench.LoadAvg()
@@ -331,26 +340,38 @@ func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 		}},
 		{"continuous pull", &res.RawConsumeStreamPerSec, bench.RawStream},
 	} {
+		var rates []float64
+		for range b.o.reps {
+			rate, err := b.rawOnce(ctx, v.run)
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+			rates = append(rates, rate)
+			b.logf("  raw consume, %s: %.0f msgs/s (load %v)", v.name, rate, bench.LoadAvg())
+		}
+		*v.out = bench.Rounded(bench.Percentile(rates, 0.5))
+	}
+	return nil
+}
+
+// rawOnce runs one plain consumer on a fresh stream created with the
+// engine's stream settings and holding the bench's single events.
+func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error)) (float64, error) {
+	{
 		ic, _ := b.names()
 		js, err := jetstream.New(b.nc)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if err := ingest.Setup(ctx, js, ic); err != nil {
-			return err
+			return 0, err
 		}
+		defer b.drop(ctx, ic, nil)
 		if err := b.publishSingles(ctx, ic, rolloutIDs("bench", 1), b.o.events); err != nil {
-			return err
+			return 0, err
 		}
-		rate, err := v.run(ctx, js, ic, b.o.events)
-		if err != nil {
-			return fmt.Errorf("%s: %w", v.name, err)
-		}
-		*v.out = bench.Rounded(rate)
-		b.logf("  raw consume, %s: %.0f msgs/s (load %v)", v.name, rate, bench.LoadAvg())
-		b.drop(ctx, ic, nil)
+		return run(ctx, js, ic, b.o.events)
 	}
-	return nil
 }
 
 // engineRun is one engine, started with startStack on fresh streams and
@@ -556,54 +577,72 @@ func writeHeapProfile(name string) error {
 func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 	largest := b.o.counts[len(b.o.counts)-1]
 	for _, n := range b.o.counts {
-		before, _ := heap()
-		ids := rolloutIDs("bench", n)
-		r, err := b.startEngine(ctx, ids)
-		if err != nil {
-			return err
-		}
-		ignored := r.st.eng.Ignored()
-		if err := b.publishSingles(ctx, r.ic, ids, b.o.events); err != nil {
-			r.stop(ctx, b)
-			return err
-		}
-		profile := ""
-		if b.o.cpuprofile != "" {
-			profile = b.o.cpuprofile + "." + strconv.Itoa(n)
-		}
-		rate, err := r.consume(ctx, b.o.events, profile)
-		if err != nil {
-			r.stop(ctx, b)
-			return err
-		}
 		k := strconv.Itoa(n)
-		res.IngestPerSec[k] = bench.Rounded(rate)
-		res.IngestIgnored[k] = r.st.eng.Ignored() - ignored
-		if st := r.st.in.Stats(); st.Batches > 0 {
-			res.IngestMsgsPerBatch[k] = bench.Rounded(float64(st.Accepted) / float64(st.Batches))
+		reps := b.o.reps
+		if n > 1000 {
+			reps = 1 // minutes, and the memory figure is taken on it
 		}
-		b.logf("  %d rollouts: started in %v, %.0f events/s, %.0f msgs/batch (load %v)",
-			n, r.started.Round(time.Millisecond), rate, res.IngestMsgsPerBatch[k], bench.LoadAvg())
-		if n == largest {
-			// Every rollout is active and has data. The telemetry stream
-			// goes first, so its cached blocks are not counted.
-			js, _ := jetstream.New(b.nc)
-			_ = js.DeleteStream(ctx, r.ic.Stream)
-			after, sys := heap()
-			if b.o.memprofile != "" {
-				if err := writeHeapProfile(b.o.memprofile); err != nil {
-					return err
-				}
+		var rates []float64
+		for rep := range reps {
+			rate, err := b.ingestOnce(ctx, res, n, n == largest && rep == reps-1)
+			if err != nil {
+				return err
 			}
-			res.ProcessRSSBytes = bench.RSS()
-			res.Rollouts = n
-			res.BytesPerRollout = bench.Rounded(float64(int64(after)-int64(before)) / float64(n))
-			res.ProcessSysBytes = sys
-			res.RolloutStartSec = bench.Rounded(r.started.Seconds())
+			rates = append(rates, rate)
 		}
-		r.stop(ctx, b)
+		res.IngestPerSec[k] = bench.Rounded(bench.Percentile(rates, 0.5))
 	}
 	return nil
+}
+
+// ingestOnce measures n rollouts once on a fresh engine; with memory set
+// it also takes the memory figures.
+func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memory bool) (float64, error) {
+	before, _ := heap()
+	ids := rolloutIDs("bench", n)
+	r, err := b.startEngine(ctx, ids)
+	if err != nil {
+		return 0, err
+	}
+	defer r.stop(ctx, b)
+	ignored := r.st.eng.Ignored()
+	if err := b.publishSingles(ctx, r.ic, ids, b.o.events); err != nil {
+		return 0, err
+	}
+	profile := ""
+	if b.o.cpuprofile != "" {
+		profile = b.o.cpuprofile + "." + strconv.Itoa(n)
+	}
+	rate, err := r.consume(ctx, b.o.events, profile)
+	if err != nil {
+		return 0, err
+	}
+	k := strconv.Itoa(n)
+	res.IngestIgnored[k] += r.st.eng.Ignored() - ignored
+	if st := r.st.in.Stats(); st.Batches > 0 {
+		res.IngestMsgsPerBatch[k] = bench.Rounded(float64(st.Accepted) / float64(st.Batches))
+	}
+	b.logf("  %d rollouts: started in %v, %.0f events/s, %.0f msgs/batch (load %v)",
+		n, r.started.Round(time.Millisecond), rate, res.IngestMsgsPerBatch[k], bench.LoadAvg())
+	if !memory {
+		return rate, nil
+	}
+	// Every rollout is active and has data. The telemetry stream goes
+	// first, so its cached blocks are not counted.
+	js, _ := jetstream.New(b.nc)
+	_ = js.DeleteStream(ctx, r.ic.Stream)
+	after, sys := heap()
+	if b.o.memprofile != "" {
+		if err := writeHeapProfile(b.o.memprofile); err != nil {
+			return 0, err
+		}
+	}
+	res.ProcessRSSBytes = bench.RSS()
+	res.Rollouts = n
+	res.BytesPerRollout = bench.Rounded(float64(int64(after)-int64(before)) / float64(n))
+	res.ProcessSysBytes = sys
+	res.RolloutStartSec = bench.Rounded(r.started.Seconds())
+	return rate, nil
 }
 
 // batched measures observations per second through the batch form: one

@@ -35,7 +35,7 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("bench --json: %s = %v, want a positive number", k, got[k])
 		}
 	}
-	for _, k := range []string{"ingestPerSec", "ratio"} {
+	for _, k := range []string{"ingestPerSec", "ratio", "ratioExplicitAck"} {
 		m, ok := got[k].(map[string]any)
 		if !ok {
 			t.Errorf("bench --json: %s = %v, want an object", k, got[k])
