@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/verdict-dev/verdict/analyzer"
@@ -233,4 +235,118 @@ func TestEngineDeliverConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	stop()
+}
+
+// TestEngineResumeSeq: the sequence to resume telemetry at is one past
+// the oldest checkpoint of a running rollout, and a restored owner skips
+// what its checkpoint holds, so a replay from there counts nothing twice.
+func TestEngineResumeSeq(t *testing.T) {
+	st := newMemStore()
+	pol := mustPolicy(t, "rollback", "")
+	e, stop := startEngine(t, st, pol)
+	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	e.SetSpec(Spec{Rollout: "b", Policy: "test"}, false)
+	waitOwners(t, e, 2)
+	var all []ingest.Message
+	for seq := uint64(1); seq <= 30; seq++ {
+		id := "a"
+		if seq > 10 {
+			id = "b"
+		}
+		all = append(all, msg(seq, id, analyzer.Baseline, t0.Add(time.Duration(seq)*time.Millisecond), false))
+	}
+	ctx := context.Background()
+	if err := e.Deliver(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	e2, stop2 := startEngine(t, st, pol)
+	e2.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	e2.SetSpec(Spec{Rollout: "b", Policy: "test"}, false)
+	waitOwners(t, e2, 2)
+	seq, ok, err := e2.ResumeSeq(ctx)
+	if err != nil || !ok || seq != 11 {
+		t.Fatalf("ResumeSeq = %d, %v, %v; want 11, true, nil", seq, ok, err)
+	}
+	// Everything again, as a replay from an older position would.
+	if err := e2.Deliver(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	stop2()
+	for id, want := range map[string]int64{"a": 10, "b": 20} {
+		data, _, _ := st.LoadState(ctx, id)
+		s, err := DecodeStatus(data)
+		if err != nil || s.Requests[0] != want {
+			t.Errorf("%s counted %v (%v), want %d baseline", id, s.Requests, err, want)
+		}
+	}
+}
+
+// TestEngineLate: an event further than Lateness behind its rollout's
+// clock is counted, and counted as late.
+func TestEngineLate(t *testing.T) {
+	st := newMemStore()
+	pol := mustPolicy(t, "rollback", "")
+	e, stop := startEngine(t, st, pol)
+	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	waitOwners(t, e, 1)
+	ctx := context.Background()
+	in := []ingest.Message{
+		msg(1, "a", analyzer.Baseline, t0.Add(time.Minute), false),
+		msg(2, "a", analyzer.Baseline, t0.Add(time.Minute-29*time.Second), false), // within 30s
+		msg(3, "a", analyzer.Baseline, t0.Add(time.Minute-31*time.Second), false), // late
+	}
+	if err := e.Deliver(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Late(); got != 1 {
+		t.Errorf("Late() = %d, want 1", got)
+	}
+	stop()
+	data, _, _ := st.LoadState(ctx, "a")
+	if s, _ := DecodeStatus(data); s.Requests[0] != 3 {
+		t.Errorf("counted %v, want 3 baseline: late events count too", s.Requests)
+	}
+}
+
+// TestEngineOutageNeverTimesOut: while telemetry cannot be read (Live is
+// false) an idle rollout's clock stands still, so even onTimeout: promote
+// does nothing; once telemetry is readable again and stays silent, the
+// step times out as the policy says.
+func TestEngineOutageNeverTimesOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newMemStore()
+		pol := mustPolicy(t, "promote", "")
+		var live atomic.Bool
+		e := New(Options{Store: st, Live: live.Load})
+		e.SetPolicies(policy.Set{pol.Name: pol})
+		e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		time.Sleep(time.Hour) // ten maxDurations of outage
+		synctest.Wait()
+		if got := st.actions("a"); len(got) != 1 {
+			t.Fatalf("decisions during the outage: %v, want only the start", got)
+		}
+		live.Store(true)
+		time.Sleep(11 * time.Minute) // IdleAfter, then the step's maxDuration
+		synctest.Wait()
+		if got := st.actions("a"); len(got) < 2 {
+			t.Errorf("decisions after the outage: %v, want a timeout", got)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// waitOwners waits until the engine runs n owners.
+func waitOwners(t *testing.T, e *Engine, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d owners", n), func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return len(e.owners) == n
+	})
 }
