@@ -55,6 +55,7 @@ type scenario struct {
 	dupFrac       float64 // share of events sent a second time
 	corpus        bool    // interleave malformed messages
 	cutCanary     bool    // drop canary events after cutAt
+	backlog       bool    // publish everything while the engine is down, then start it
 }
 
 // tally adds up what the scenarios did.
@@ -63,6 +64,7 @@ type tally struct {
 	lost, double              int64
 	dups, dupsDropped         int
 	bad                       int
+	peakRSS                   map[string]int64 // KiB, VmHWM of the last engine process
 	diffs                     []string
 }
 
@@ -90,8 +92,9 @@ func run(o options) error {
 		{name: "duplicates", rate: 6000, dupFrac: 0.3},
 		{name: "malformed", rate: 6000, corpus: true},
 		{name: "canary-stop", rate: 6000, cutCanary: true},
+		{name: "backlog", rate: 20000, backlog: true},
 	}
-	var t tally
+	t := tally{peakRSS: map[string]int64{}}
 	start := time.Now()
 	ctx := context.Background()
 	for _, sc := range scenarios {
@@ -110,7 +113,8 @@ func run(o options) error {
 		if len(t.diffs) > n {
 			status = "FAILED"
 		}
-		fmt.Printf("faults: %-15s %s in %s\n", sc.name, status, time.Since(began).Round(100*time.Millisecond))
+		fmt.Printf("faults: %-15s %s in %s (engine peak RSS %d MiB)\n", sc.name, status,
+			time.Since(began).Round(100*time.Millisecond), t.peakRSS[sc.name]>>10)
 		for _, d := range t.diffs[n:] {
 			fmt.Println("  ", d)
 		}

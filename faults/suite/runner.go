@@ -165,7 +165,21 @@ func (r *runner) run(ctx context.Context) error {
 	if r.sc.corpus {
 		corpus = malformed(r.tr.rollouts[0])
 	}
-	go func() { published <- r.publish(pctx, evs, corpus) }()
+	if r.sc.backlog {
+		// The whole trace arrives while no engine runs: a storm far above
+		// the steady rate, held by the stream.
+		_ = r.eng.cmd.Process.Signal(syscall.SIGTERM)
+		<-r.eng.done
+		if err := r.publish(pctx, evs, corpus); err != nil {
+			return err
+		}
+		if err := r.startEngine(""); err != nil {
+			return err
+		}
+		published <- nil
+	} else {
+		go func() { published <- r.publish(pctx, evs, corpus) }()
+	}
 
 	var pubErr error
 	switch {
@@ -200,6 +214,7 @@ func (r *runner) run(ctx context.Context) error {
 			return err
 		}
 	}
+	r.t.peakRSS[r.sc.name] = peakRSS(r.eng.cmd.Process.Pid)
 	// SIGTERM: the engine checkpoints every rollout on its way out.
 	_ = r.eng.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -636,4 +651,19 @@ func merge(ms ...map[string]int) map[string]bool {
 		}
 	}
 	return out
+}
+
+// peakRSS is a process's peak resident set size in KiB (Linux), or 0.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
