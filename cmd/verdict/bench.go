@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,7 +24,6 @@ import (
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/ingest"
 	"github.com/verdict-dev/verdict/policy"
-	"github.com/verdict-dev/verdict/router"
 	"github.com/verdict-dev/verdict/telemetry"
 )
 
@@ -211,7 +208,7 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	}
 	defer ns.Shutdown()
 	defer nc.Close()
-	ns.SetLoggerV2(serverLog{o.progress}, false, false, false)
+	ns.SetLoggerV2(bench.ServerLog{W: o.progress}, false, false, false)
 	pub, err := nats.Connect(ns.ClientURL(), nats.Name("verdict-bench-publisher"))
 	if err != nil {
 		return nil, err
@@ -255,19 +252,6 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	return res, nil
 }
 
-// serverLog passes the embedded server's warnings and errors on to the
-// progress output: they explain failures the client only sees as codes.
-type serverLog struct{ w io.Writer }
-
-func (l serverLog) Noticef(string, ...any) {}
-func (l serverLog) Debugf(string, ...any)  {}
-func (l serverLog) Tracef(string, ...any)  {}
-func (l serverLog) Warnf(f string, a ...any) {
-	fmt.Fprintf(l.w, "nats-server: warning: "+f+"\n", a...)
-}
-func (l serverLog) Errorf(f string, a ...any) { fmt.Fprintf(l.w, "nats-server: error: "+f+"\n", a...) }
-func (l serverLog) Fatalf(f string, a ...any) { fmt.Fprintf(l.w, "nats-server: fatal: "+f+"\n", a...) }
-
 func (b *bencher) logf(format string, args ...any) {
 	fmt.Fprintf(b.o.progress, "bench: "+format+"\n", args...)
 }
@@ -297,14 +281,6 @@ func (b *bencher) drop(ctx context.Context, ic ingest.Config, ac *actuator.Confi
 			_ = js.DeleteKeyValue(ctx, kv)
 		}
 	}
-}
-
-func rolloutIDs(prefix string, n int) []string {
-	ids := make([]string, n)
-	for i := range ids {
-		ids[i] = fmt.Sprintf("%s-%05d", prefix, i+1)
-	}
-	return ids
 }
 
 // publishSingles pre-publishes n single events, round robin over ids.
@@ -367,7 +343,7 @@ func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstre
 			return 0, err
 		}
 		defer b.drop(ctx, ic, nil)
-		if err := b.publishSingles(ctx, ic, rolloutIDs("bench", 1), b.o.events); err != nil {
+		if err := b.publishSingles(ctx, ic, bench.RolloutIDs("bench", 1), b.o.events); err != nil {
 			return 0, err
 		}
 		return run(ctx, js, ic, b.o.events)
@@ -381,7 +357,7 @@ type engineRun struct {
 	ic        ingest.Config
 	ac        actuator.Config
 	sub       *nats.Subscription // every decision
-	decisions chan arrival       // decisions other than start
+	decisions chan bench.Arrival // decisions other than start
 	started   time.Duration      // until every rollout published its start decision
 }
 
@@ -402,7 +378,7 @@ func (b *bencher) startEngine(ctx context.Context, ids []string) (*engineRun, er
 	if err != nil {
 		return nil, err
 	}
-	r := &engineRun{ic: ic, ac: ac, decisions: make(chan arrival, 1024)}
+	r := &engineRun{ic: ic, ac: ac, decisions: make(chan bench.Arrival, 1024)}
 	var starts atomic.Int64
 	r.sub, err = b.pub.Subscribe(ac.DecisionPrefix+".>", func(m *nats.Msg) {
 		at := time.Now()
@@ -415,7 +391,7 @@ func (b *bencher) startEngine(ctx context.Context, ids []string) (*engineRun, er
 			return
 		}
 		select {
-		case r.decisions <- arrival{ev.Data, at}:
+		case r.decisions <- bench.Arrival{Decision: ev.Data, At: at}:
 		default:
 		}
 	})
@@ -423,7 +399,7 @@ func (b *bencher) startEngine(ctx context.Context, ids []string) (*engineRun, er
 		return nil, err
 	}
 	t0 := time.Now()
-	if err := putSpecs(ctx, act, ids); err != nil {
+	if err := bench.PutSpecs(ctx, act, "bench", ids); err != nil {
 		return nil, err
 	}
 	r.st, err = startStack(b.nc, stackConfig{ingest: ic, actuator: ac, policies: b.pol})
@@ -453,35 +429,6 @@ func (b *bencher) startEngine(ctx context.Context, ids []string) (*engineRun, er
 	return r, nil
 }
 
-// putSpecs writes the rollout specs with a few concurrent writers.
-func putSpecs(ctx context.Context, act *actuator.Actuator, ids []string) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	next := atomic.Int64{}
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1) - 1; i < int64(len(ids)); i = next.Add(1) - 1 {
-				s := engine.Spec{Rollout: ids[i], Policy: "bench", Baseline: "v1", Canary: "v2"}
-				if err := act.PutSpec(ctx, s); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
-
-// arrival is a decision and when the subscriber received it.
-type arrival struct {
-	d  engine.Decision
-	at time.Time
-}
-
 // resume starts a fresh ingester on the engine, as startStack does.
 func (r *engineRun) resume() *ingest.Ingester {
 	in := ingest.New(r.st.js, r.ic, r.st.eng, nil)
@@ -509,33 +456,10 @@ func (r *engineRun) consume(ctx context.Context, n int, profile string) (float64
 	}
 	start := time.Now()
 	in := r.resume()
-	if err := waitHandled(ctx, in, n); err != nil {
+	if err := bench.WaitHandled(ctx, in, n); err != nil {
 		return 0, err
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-// waitHandled waits until in has accepted n messages; a rejected message
-// is an error.
-func waitHandled(ctx context.Context, in *ingest.Ingester, n int) error {
-	start := time.Now()
-	for {
-		s := in.Stats()
-		handled := s.Accepted
-		for _, v := range s.Rejected {
-			handled += v
-		}
-		if handled >= uint64(n) {
-			if handled != s.Accepted {
-				return fmt.Errorf("%d of %d messages rejected: %v", handled-s.Accepted, n, s.Rejected)
-			}
-			return nil
-		}
-		if time.Since(start) > 5*time.Minute || ctx.Err() != nil {
-			return fmt.Errorf("%d of %d messages consumed", handled, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func (r *engineRun) stop(ctx context.Context, b *bencher) {
@@ -548,28 +472,6 @@ func (r *engineRun) stop(ctx context.Context, b *bencher) {
 		}
 	}
 	b.drop(ctx, r.ic, &r.ac)
-}
-
-// heap is the memory the Go runtime holds for live objects and stacks,
-// after a collection.
-func heap() (live uint64, sys uint64) {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc + m.StackInuse, m.Sys
-}
-
-func writeHeapProfile(name string) error {
-	f, err := os.Create(name)
-	if err != nil {
-		return err
-	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // ingest measures single events through the engine for each rollout
@@ -598,8 +500,8 @@ func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 // ingestOnce measures n rollouts once on a fresh engine; with memory set
 // it also takes the memory figures.
 func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memory bool) (float64, error) {
-	before, _ := heap()
-	ids := rolloutIDs("bench", n)
+	before, _ := bench.Heap()
+	ids := bench.RolloutIDs("bench", n)
 	r, err := b.startEngine(ctx, ids)
 	if err != nil {
 		return 0, err
@@ -631,9 +533,9 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 	// first, so its cached blocks are not counted.
 	js, _ := jetstream.New(b.nc)
 	_ = js.DeleteStream(ctx, r.ic.Stream)
-	after, sys := heap()
+	after, sys := bench.Heap()
 	if b.o.memprofile != "" {
-		if err := writeHeapProfile(b.o.memprofile); err != nil {
+		if err := bench.WriteHeapProfile(b.o.memprofile); err != nil {
 			return 0, err
 		}
 	}
@@ -648,7 +550,7 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 // batched measures observations per second through the batch form: one
 // rollout, batch messages of alternating variants.
 func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
-	ids := rolloutIDs("batch", 1)
+	ids := bench.RolloutIDs("batch", 1)
 	r, err := b.startEngine(ctx, ids)
 	if err != nil {
 		return err
@@ -677,8 +579,7 @@ func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
 	return nil
 }
 
-// emitter measures the router-side Emitter: single events emitted as fast
-// as its queue takes them, until the stream has acknowledged all of them.
+// emitter measures the router-side Emitter on a fresh stream.
 func (b *bencher) emitter(ctx context.Context, res *bench.Result) error {
 	ic, _ := b.names()
 	js, err := jetstream.New(b.nc)
@@ -689,32 +590,12 @@ func (b *bencher) emitter(ctx context.Context, res *bench.Result) error {
 		return err
 	}
 	defer b.drop(ctx, ic, nil)
-	conn, err := nats.Connect(b.nc.ConnectedUrl(), nats.Name("verdict-bench-emitter"))
+	rate, err := bench.Emit(ctx, b.nc.ConnectedUrl(), ic.SubjectPrefix, b.o.emit)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	e, err := router.NewEmitter(conn, router.EmitterOptions{SubjectPrefix: ic.SubjectPrefix + ".", QueueSize: b.o.emit})
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	for i := range b.o.emit {
-		e.Emit(router.Event{Rollout: "emit-00001", Variant: router.Variant(i & 1), Unit: "user-" + strconv.Itoa(i%100000),
-			Latency: time.Duration(5000+i%97*750) * time.Microsecond, Failed: i%100 == 7})
-	}
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := e.Close(cctx); err != nil {
-		return err
-	}
-	el := time.Since(start)
-	s := e.Stats()
-	if s.Emitted != uint64(b.o.emit) {
-		return fmt.Errorf("emitter: %d of %d acknowledged (%+v)", s.Emitted, b.o.emit, s)
-	}
-	res.PublishPerSec = bench.Rounded(float64(s.Emitted) / el.Seconds())
-	b.logf("  emitter: %.0f events/s (load %v)", res.PublishPerSec, bench.LoadAvg())
+	res.PublishPerSec = bench.Rounded(rate)
+	b.logf("  emitter: %.0f events/s (load %v)", rate, bench.LoadAvg())
 	return nil
 }
 
@@ -722,8 +603,8 @@ func (b *bencher) emitter(ctx context.Context, res *bench.Result) error {
 // before a rollback (bench.TipSequence), then tipped one at a time while
 // background rollouts receive telemetry at the target rate.
 func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
-	bg := rolloutIDs("bg", 100)
-	tips := rolloutIDs("tip", b.o.samples)
+	bg := bench.RolloutIDs("bg", 100)
+	tips := bench.RolloutIDs("tip", b.o.samples)
 	r, err := b.startEngine(ctx, append(slices.Clone(bg), tips...))
 	if err != nil {
 		return err
@@ -747,7 +628,7 @@ func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
 		return err
 	}
 	in := r.resume()
-	if err := waitHandled(ctx, in, len(prime)); err != nil {
+	if err := bench.WaitHandled(ctx, in, len(prime)); err != nil {
 		return err
 	}
 	primed := in.Stats()
@@ -763,9 +644,9 @@ func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
 	}
 	stop := make(chan struct{})
 	bgDone := make(chan float64)
-	go func() { bgDone <- b.background(r.ic, bg, stop) }()
+	go func() { bgDone <- bench.Background(b.pubJS, r.ic.SubjectPrefix, bg, b.o.background, stop) }()
 	time.Sleep(time.Second) // steady state
-	lat, missed, err := tipAll(ctx, tipJS, r, tips, tipMsgs)
+	lat, missed, err := bench.Tip(ctx, tipJS, r.ic.SubjectPrefix, tips, tipMsgs, r.decisions)
 	close(stop)
 	bgRate := <-bgDone
 	if err != nil {
@@ -790,75 +671,4 @@ func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
 		res.DecisionLatencyP50Ms, res.DecisionLatencyP99Ms, missed, res.BackgroundPerSec, res.BackgroundBacklog,
 		res.BackgroundMsgsPerBatch, bench.LoadAvg())
 	return nil
-}
-
-// tipAll publishes the tipping event of each rollout, one every 50ms, and
-// returns the latencies from each publish to its rollback reaching the
-// subscriber, in milliseconds. A rollback that has not arrived 10s after
-// the last tip is missed: it counts with the time waited, so that the
-// percentiles stay an honest lower bound.
-func tipAll(ctx context.Context, js jetstream.JetStream, r *engineRun, tips []string, msgs [][]byte) ([]float64, int, error) {
-	sent := make(map[string]time.Time, len(tips))
-	lat := make([]float64, 0, len(tips))
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	next := 0
-	var deadline time.Time
-	for len(lat) < len(tips) {
-		select {
-		case <-tick.C:
-			if next == len(tips) {
-				if time.Now().After(deadline) {
-					for _, t0 := range sent {
-						lat = append(lat, ms(time.Since(t0)))
-					}
-					return lat, len(sent), nil
-				}
-				continue
-			}
-			id := tips[next]
-			sent[id] = time.Now()
-			if _, err := js.PublishAsync(r.ic.SubjectPrefix+"."+id, msgs[next]); err != nil {
-				return nil, 0, err
-			}
-			if next++; next == len(tips) {
-				deadline = time.Now().Add(10 * time.Second)
-			}
-		case a := <-r.decisions:
-			t0, ok := sent[a.d.Rollout]
-			if !ok || a.d.Action != engine.ActionRollback {
-				return nil, 0, fmt.Errorf("unexpected decision %s of %s: %s", a.d.Action, a.d.Rollout, a.d.Reason)
-			}
-			delete(sent, a.d.Rollout)
-			lat = append(lat, ms(a.at.Sub(t0)))
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		}
-	}
-	return lat, 0, nil
-}
-
-// background publishes single events round robin over ids at the target
-// rate until stop is closed, and returns the rate it achieved.
-func (b *bencher) background(ic ingest.Config, ids []string, stop <-chan struct{}) float64 {
-	start := time.Now()
-	sent := 0
-	var buf []byte
-	for {
-		select {
-		case <-stop:
-			return float64(sent) / time.Since(start).Seconds()
-		default:
-		}
-		want := int(b.o.background * time.Since(start).Seconds())
-		for ; sent < want; sent++ {
-			id := ids[sent%len(ids)]
-			buf = bench.SingleEvent(buf[:0], id, sent/len(ids), time.Now())
-			if _, err := b.pubJS.PublishAsync(ic.SubjectPrefix+"."+id, slices.Clone(buf)); err != nil {
-				break // stalled: the server does not keep up; the achieved rate says so
-			}
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
