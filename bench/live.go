@@ -216,11 +216,20 @@ func Emit(ctx context.Context, url, prefix string, n int) (float64, error) {
 // explain failures that clients only see as error codes.
 type ServerLog struct{ W io.Writer }
 
+// Noticef discards notices.
 func (l ServerLog) Noticef(string, ...any) {}
-func (l ServerLog) Debugf(string, ...any)  {}
-func (l ServerLog) Tracef(string, ...any)  {}
-func (l ServerLog) Warnf(f string, a ...any) {
-	fmt.Fprintf(l.W, "nats-server: warning: "+f+"\n", a...)
-}
+
+// Debugf discards debug output.
+func (l ServerLog) Debugf(string, ...any) {}
+
+// Tracef discards traces.
+func (l ServerLog) Tracef(string, ...any) {}
+
+// Warnf writes a warning.
+func (l ServerLog) Warnf(f string, a ...any) { fmt.Fprintf(l.W, "nats-server: warning: "+f+"\n", a...) }
+
+// Errorf writes an error.
 func (l ServerLog) Errorf(f string, a ...any) { fmt.Fprintf(l.W, "nats-server: error: "+f+"\n", a...) }
+
+// Fatalf writes a fatal error; the server stops on its own.
 func (l ServerLog) Fatalf(f string, a ...any) { fmt.Fprintf(l.W, "nats-server: fatal: "+f+"\n", a...) }
