@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -30,8 +31,9 @@ func main() {
 	flag.StringVar(&o.traces, "traces", "testdata/replay/bad-events.jsonl,testdata/replay/good-batches.jsonl", "comma-separated `traces` (JSON lines, one rollout each)")
 	flag.IntVar(&o.minKills, "kills", 20, "at least this many engine kills in the kill scenario")
 	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "random `seed` of kill times and duplicates")
-	flag.StringVar(&o.only, "run", "", "run only the scenarios whose name contains this")
+	flag.StringVar(&o.only, "run", "", "run only the scenarios whose name matches this `regexp`")
 	flag.BoolVar(&o.verbose, "v", false, "say what happens")
+	flag.BoolVar(&o.keep, "keep", false, "keep the logs and stores of a successful run")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "faults:", err)
@@ -43,7 +45,7 @@ type options struct {
 	verdict, natsServer, policy, traces, only string
 	minKills                                  int
 	seed                                      uint64
-	verbose                                   bool
+	verbose, keep                             bool
 }
 
 // scenario is one run on a fresh server.
@@ -98,7 +100,7 @@ func run(o options) error {
 	start := time.Now()
 	ctx := context.Background()
 	for _, sc := range scenarios {
-		if o.only != "" && !strings.Contains(sc.name, o.only) {
+		if ok, _ := regexp.MatchString(o.only, sc.name); !ok {
 			continue
 		}
 		began := time.Now()
@@ -128,6 +130,10 @@ func run(o options) error {
 		time.Since(start).Round(time.Second), o.seed)
 	if len(t.diffs) > 0 {
 		return errors.New("the engine did not survive every fault; logs under " + root)
+	}
+	if o.keep {
+		fmt.Println("faults: logs and stores kept in", root)
+		return nil
 	}
 	_ = os.RemoveAll(root)
 	return nil

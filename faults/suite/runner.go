@@ -447,7 +447,7 @@ func (r *runner) restartLoop(published chan error) error {
 	}
 	r.logf("killing nats-server")
 	r.stopServer(syscall.SIGKILL)
-	time.Sleep(2 * time.Second) // an outage, not a blip
+	time.Sleep(5 * time.Second) // longer than the lease (3/4 of 5s): the engine loses it and takes it back
 	if err := r.startServer(); err != nil {
 		return err
 	}
