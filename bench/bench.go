@@ -61,7 +61,15 @@ type Result struct {
 	DecisionSamples        int     `json:"decisionSamples"`
 	DecisionsMissed        int     `json:"decisionsMissed"`        // counted in the percentiles with the time waited
 	BackgroundMsgsPerBatch float64 `json:"backgroundMsgsPerBatch"` // ingest's mean batch during the latency run
-	BackgroundBacklog      uint64  `json:"backgroundBacklog"`      // events not yet handled when the latency run ended
+	BackgroundBacklog      uint64  `json:"backgroundBacklog"`
+
+	// RawLivePerSec is the plain AckAll consumer while the latency
+	// measurement's background load is published (RawLivePublishPerSec
+	// achieved), with RawLiveBacklog left at the end: whether the machine
+	// carries that load in and out at all.
+	RawLivePerSec          float64 `json:"rawLivePerSec"`
+	RawLivePublishPerSec   float64 `json:"rawLivePublishPerSec"`
+	RawLiveBacklog         uint64  `json:"rawLiveBacklog"` // events not yet handled when the latency run ended
 	BackgroundTargetPerSec float64 `json:"backgroundTargetPerSec"`
 	BackgroundPerSec       float64 `json:"backgroundPerSec"` // achieved publish rate during the latency run
 
@@ -263,6 +271,8 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 		fmt.Sprintf("%d samples (%d missed), background %s/s, backlog %s",
 			r.DecisionSamples, r.DecisionsMissed, fmtInt(r.BackgroundPerSec), fmtInt(float64(r.BackgroundBacklog))))
 	row("decision latency p99", fmt.Sprintf("%.1f ms", r.DecisionLatencyP99Ms), "target <= 50 ms")
+	row("raw consume while publishing", rate(r.RawLivePerSec),
+		fmt.Sprintf("published %s/s, backlog %s", fmtInt(r.RawLivePublishPerSec), fmtInt(float64(r.RawLiveBacklog))))
 	row(fmt.Sprintf("memory per rollout (%d active)", r.Rollouts), fmt.Sprintf("%.1f KiB", r.BytesPerRollout/1024),
 		"target <= 64 KiB")
 	row("process memory, all rollouts active", fmt.Sprintf("%.0f MiB", float64(r.ProcessSysBytes)/(1<<20)),

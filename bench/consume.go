@@ -156,3 +156,40 @@ func or[T int | time.Duration](v, def T) T {
 	}
 	return v
 }
+
+// RawLive runs the AckAll plain consumer of RawConsume on cfg's stream
+// until stop is closed, while something else publishes, and returns how
+// many messages it consumed and how many were left in the stream.
+func RawLive(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, stop <-chan struct{}) (got int, backlog uint64, err error) {
+	cons, err := rawConsumer(ctx, js, cfg, "bench-raw-live", jetstream.AckAllPolicy)
+	if err != nil {
+		return 0, 0, err
+	}
+	d := ingest.DefaultConfig()
+	batchSize := or(cfg.BatchSize, d.BatchSize)
+	for {
+		select {
+		case <-stop:
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return got, 0, err
+			}
+			return got, info.NumPending + uint64(info.NumAckPending), nil
+		default:
+		}
+		batch, err := cons.Fetch(batchSize, jetstream.FetchMaxWait(or(cfg.FetchWait, d.FetchWait)))
+		if err != nil {
+			return got, 0, fmt.Errorf("raw consumer: fetch: %w", err)
+		}
+		var last jetstream.Msg
+		for m := range batch.Messages() {
+			got++
+			last = m
+		}
+		if last != nil {
+			if err := last.DoubleAck(ctx); err != nil {
+				return got, 0, fmt.Errorf("raw consumer: ack: %w", err)
+			}
+		}
+	}
+}

@@ -92,7 +92,8 @@ type benchOptions struct {
 	cpuprofile string  // profile of the single-event ingest windows
 	memprofile string  // heap profile with the most rollouts active
 	only       map[string]bool
-	reps       int // repetitions of the cheap consume measurements; the median counts
+	liveFor    time.Duration // duration of the live measurement
+	reps       int           // repetitions of the cheap consume measurements; the median counts
 	progress   io.Writer
 }
 
@@ -107,7 +108,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rollouts := fs.String("rollouts", "", "comma-separated active rollout `counts` of the ingest measurements (default 1,100,10000)")
 	background := fs.Float64("background", 50000, "background telemetry during the latency measurement, `events/s`")
 	reps := fs.Int("reps", 3, "repeat each plain-consumer measurement and each ingest measurement of up to 1000 rollouts `N` times and report the median")
-	only := fs.String("only", "", "run only these comma-separated `measurements`: raw, ingest, batched, latency, emitter")
+	only := fs.String("only", "", "run only these comma-separated `measurements`: raw, ingest, batched, latency, live, emitter")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -121,12 +122,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	o := benchOptions{
 		events: *events, counts: []int{1, 100, 10000}, batches: 20000, obsPerMsg: 1000,
-		samples: 200, background: 50000, emit: 200000, cpuprofile: *cpuprofile, progress: stderr,
+		samples: 200, background: 50000, emit: 200000, liveFor: 10 * time.Second, cpuprofile: *cpuprofile, progress: stderr,
 	}
 	o.memprofile = *memprofile
 	o.reps = max(*reps, 1)
 	if *quick {
 		o.counts, o.batches, o.samples, o.background, o.emit = []int{1, 10, 100}, 500, 10, 5000, 5000
+		o.liveFor = time.Second
 		if !flagSet(fs, "reps") {
 			o.reps = 1
 		}
@@ -228,6 +230,7 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 		{"ingest", b.ingest},
 		{"batched", b.batched},
 		{"latency", b.latency},
+		{"live", b.live},
 		{"emitter", b.emitter},
 	}
 	for _, s := range steps {
@@ -576,6 +579,40 @@ func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
 	res.BatchedMsgsPerSec = bench.Rounded(rate)
 	res.BatchedObsPerSec = bench.Rounded(rate * float64(b.o.obsPerMsg))
 	b.logf("  %d-byte batches: %.0f msgs/s, %.0f obs/s (load %v)", len(msgs[0]), rate, rate*float64(b.o.obsPerMsg), bench.LoadAvg())
+	return nil
+}
+
+// live runs the plain AckAll consumer for 10s while the background load
+// of the latency measurement is published: whether this machine can carry
+// that load in and out at all, before any of Verdict's work.
+func (b *bencher) live(ctx context.Context, res *bench.Result) error {
+	ic, _ := b.names()
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return err
+	}
+	if err := ingest.Setup(ctx, js, ic); err != nil {
+		return err
+	}
+	defer b.drop(ctx, ic, nil)
+	stop := make(chan struct{})
+	bgDone := make(chan float64)
+	go func() {
+		bgDone <- bench.Background(b.pubJS, ic.SubjectPrefix, bench.RolloutIDs("bg", 100), b.o.background, stop)
+	}()
+	start := time.Now()
+	time.AfterFunc(b.o.liveFor, func() { close(stop) })
+	got, backlog, err := bench.RawLive(ctx, js, ic, stop)
+	el := time.Since(start)
+	bg := <-bgDone
+	if err != nil {
+		return err
+	}
+	res.RawLivePerSec = bench.Rounded(float64(got) / el.Seconds())
+	res.RawLiveBacklog = backlog
+	res.RawLivePublishPerSec = bench.Rounded(bg)
+	b.logf("  raw consumer under %.0f events/s published: %.0f msgs/s consumed, backlog %d (load %v)",
+		bg, res.RawLivePerSec, backlog, bench.LoadAvg())
 	return nil
 }
 
