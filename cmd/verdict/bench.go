@@ -153,7 +153,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if *only != "" {
 		o.only = map[string]bool{}
 		for _, f := range strings.Split(*only, ",") {
-			o.only[strings.TrimSpace(f)] = true
+			name := strings.TrimSpace(f)
+			if !slices.Contains(benchSteps, name) {
+				fmt.Fprintf(stderr, "verdict bench: --only %q: want some of %s\n", *only, strings.Join(benchSteps, ", "))
+				return 2
+			}
+			o.only[name] = true
 		}
 	}
 	res, err := runBenchmarks(ctx, o)
@@ -171,6 +176,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	bench.WriteTable(stdout, res, o.counts)
 	return 0
 }
+
+// benchSteps are the measurements, in the order they run.
+var benchSteps = []string{"raw", "ingest", "batched", "latency", "live", "emitter"}
 
 func flagSet(fs *flag.FlagSet, name string) bool {
 	set := false
@@ -222,24 +230,17 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	}
 	b := &bencher{o: o, nc: nc, pub: pub, pubJS: pubJS, pol: policy.Set{"bench": pols[0]}}
 
-	steps := []struct {
-		name string
-		run  func(context.Context, *bench.Result) error
-	}{
-		{"raw", b.raw},
-		{"ingest", b.ingest},
-		{"batched", b.batched},
-		{"latency", b.latency},
-		{"live", b.live},
-		{"emitter", b.emitter},
+	steps := map[string]func(context.Context, *bench.Result) error{
+		"raw": b.raw, "ingest": b.ingest, "batched": b.batched,
+		"latency": b.latency, "live": b.live, "emitter": b.emitter,
 	}
-	for _, s := range steps {
-		if o.only != nil && !o.only[s.name] {
+	for _, name := range benchSteps {
+		if o.only != nil && !o.only[name] {
 			continue
 		}
-		b.logf("%s... (load %v)", s.name, bench.LoadAvg())
-		if err := s.run(ctx, res); err != nil {
-			return nil, fmt.Errorf("%s: %w", s.name, err)
+		b.logf("%s... (load %v)", name, bench.LoadAvg())
+		if err := steps[name](ctx, res); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	for k, v := range res.IngestPerSec {

@@ -72,7 +72,7 @@ func TestBenchTable(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{{"--events", "0"}, {"extra"}, {"--nope"}} {
+	for _, args := range [][]string{{"--events", "0"}, {"extra"}, {"--nope"}, {"--only", "nope"}, {"--rollouts", "1,x"}} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), append([]string{"bench"}, args...), &out, &errb); code != 2 {
 			t.Errorf("bench %v: exit %d, want 2", args, code)
