@@ -204,7 +204,7 @@ func TestE2EFencing(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := stackConfig{policies: policy.Set{"e2e": pols[0]}, now: func() time.Time { return e2eStart }}
-	const ttl = 2 * time.Second
+	const ttl = time.Second
 	type engineProc struct {
 		lease   *actuator.Lease
 		running atomic.Int32 // stacks started
