@@ -73,6 +73,10 @@ type Engine struct {
 	ready   chan struct{} // closed once Run has started the owners it can
 	ignored atomic.Int64  // telemetry for rollouts without an owner
 	late    atomic.Int64  // telemetry older than Lateness behind its rollout's clock
+	// watermark is the highest stream sequence of a Deliver call that
+	// returned after every owner applied its messages: each rollout has
+	// applied all of its messages up to it.
+	watermark atomic.Uint64
 }
 
 var _ ingest.Sink = (*Engine)(nil)
@@ -218,6 +222,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 	}
 	e.mu.Unlock()
 	if len(order) == 0 {
+		e.delivered(msgs)
 		return nil
 	}
 	var wg sync.WaitGroup
@@ -245,9 +250,25 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		e.delivered(msgs)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// delivered raises the watermark to the highest sequence of msgs, which
+// every owner has applied.
+func (e *Engine) delivered(msgs []ingest.Message) {
+	var top uint64
+	for i := range msgs {
+		top = max(top, msgs[i].Seq)
+	}
+	for {
+		w := e.watermark.Load()
+		if top <= w || e.watermark.CompareAndSwap(w, top) {
+			return
+		}
 	}
 }
 

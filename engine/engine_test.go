@@ -350,3 +350,35 @@ func waitOwners(t *testing.T, e *Engine, n int) {
 		return len(e.owners) == n
 	})
 }
+
+// TestEngineWatermark: a rollout without telemetry of its own moves its
+// checkpoint to the delivered watermark, so it does not make a restart
+// replay everything since it last had an event.
+func TestEngineWatermark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newMemStore()
+		pol := mustPolicy(t, "rollback", "")
+		e := New(Options{Store: st, CheckpointEvery: 10 * time.Millisecond})
+		e.SetPolicies(policy.Set{pol.Name: pol})
+		e.SetSpec(Spec{Rollout: "quiet", Policy: "test"}, false)
+		e.SetSpec(Spec{Rollout: "busy", Policy: "test"}, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		synctest.Wait()
+		var in []ingest.Message
+		for seq := uint64(1); seq <= 20; seq++ {
+			in = append(in, msg(seq, "busy", analyzer.Baseline, t0, false))
+		}
+		if err := e.Deliver(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if seq, ok, err := e.ResumeSeq(ctx); err != nil || !ok || seq != 21 {
+			t.Errorf("ResumeSeq = %d, %v, %v; want 21, true, nil", seq, ok, err)
+		}
+		cancel()
+		<-done
+	})
+}

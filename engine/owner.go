@@ -28,6 +28,7 @@ type owner struct {
 	stopped chan struct{} // closed when run returns
 
 	streamSeq    uint64    // last telemetry stream sequence applied
+	savedSeq     uint64    // stream sequence of the last checkpoint written
 	lastData     time.Time // when the last telemetry came (time.Now: operational, not rollout time)
 	lastSave     time.Time // when the last checkpoint was written (time.Now)
 	dirty        bool      // state changed since the last checkpoint
@@ -107,7 +108,7 @@ func (o *owner) restore(ctx context.Context) error {
 	if found {
 		seq, err := o.m.UnmarshalState(data)
 		if err == nil {
-			o.streamSeq = seq
+			o.streamSeq, o.savedSeq = seq, seq
 			o.e.opts.Log.Info("rollout restored from checkpoint", "rollout", o.id, "seq", o.m.seq, "streamSeq", seq)
 			o.lastData = time.Now()
 			return o.applySpecFlags(ctx, o.m.Spec(), now)
@@ -204,6 +205,12 @@ func (o *owner) idle(ctx context.Context) {
 			_ = o.apply(ctx, ds)
 		}
 	}
+	// A rollout without telemetry of its own still moves its checkpoint
+	// to the delivered watermark now and then, so that it does not hold
+	// back where the next start resumes consuming.
+	if !o.dirty && o.e.watermark.Load() > o.savedSeq && time.Since(o.lastSave) >= 10*o.e.opts.CheckpointEvery {
+		o.dirty = true
+	}
 	o.checkpoint(ctx, false)
 }
 
@@ -241,7 +248,11 @@ func (o *owner) checkpoint(ctx context.Context, force bool) {
 	if !o.dirty || (!force && now.Sub(o.lastSave) < o.e.opts.CheckpointEvery) {
 		return
 	}
-	data, err := o.m.MarshalState(o.streamSeq)
+	// Every message of this rollout up to the watermark has been applied
+	// (Deliver set it after all owners applied its batch), so the
+	// checkpoint includes the stream up to there.
+	seq := max(o.streamSeq, o.e.watermark.Load())
+	data, err := o.m.MarshalState(seq)
 	if err != nil {
 		o.e.opts.Log.Error("cannot encode checkpoint", "rollout", o.id, "err", err)
 		return
@@ -252,6 +263,7 @@ func (o *owner) checkpoint(ctx context.Context, force bool) {
 	}
 	o.dirty = false
 	o.lastSave = now
+	o.savedSeq = seq
 	faults.At(faults.AfterCheckpoint)
 }
 
