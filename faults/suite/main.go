@@ -67,6 +67,7 @@ type tally struct {
 	dups, dupsDropped         int
 	bad                       int
 	peakRSS                   map[string]int64 // KiB, VmHWM of the last engine process
+	backlogDrain              time.Duration    // from engine start to an empty consumer
 	diffs                     []string
 }
 
@@ -120,6 +121,10 @@ func run(o options) error {
 		for _, d := range t.diffs[n:] {
 			fmt.Println("  ", d)
 		}
+	}
+	if t.backlogDrain > 0 {
+		fmt.Printf("faults: backlog of %d messages consumed in %s by a starting engine (%.0f msg/s)\n",
+			len(tr.events), t.backlogDrain.Round(10*time.Millisecond), float64(len(tr.events))/t.backlogDrain.Seconds())
 	}
 	verdictWord := "decisions identical"
 	if len(t.diffs) > 0 {

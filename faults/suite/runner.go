@@ -44,6 +44,7 @@ type runner struct {
 	nsDone            chan struct{}
 	eng               *proc
 	nengines          int
+	drainedAt         time.Time // when waitDrained first saw nothing pending
 	nc                *nats.Conn
 	js                jetstream.JetStream
 }
@@ -204,8 +205,12 @@ func (r *runner) run(ctx context.Context) error {
 			return err
 		}
 	}
+	drainFrom := time.Now()
 	if err := r.waitDrained(ctx, 60*time.Second); err != nil {
 		return err
+	}
+	if r.sc.backlog {
+		r.t.backlogDrain = r.drainedAt.Sub(drainFrom)
 	}
 	var metrics string
 	if r.sc.corpus {
@@ -475,6 +480,9 @@ func (r *runner) waitDrained(ctx context.Context, timeout time.Duration) error {
 		if err == nil {
 			info, err := c.Info(ctx)
 			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				if ok == 0 {
+					r.drainedAt = time.Now()
+				}
 				ok++
 				if ok >= 10 {
 					return nil
