@@ -103,7 +103,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	events := fs.Int("events", 200000, "single events per consume measurement")
 	quick := fs.Bool("quick", false, "small sizes (seconds, for tests): 5000 events, 1/10/100 rollouts")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles of the single-event ingest windows to `FILE`.<rollouts>")
+	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles of the single-event ingest windows to `FILE`.<rollouts>, and of the live run to FILE.live")
 	memprofile := fs.String("memprofile", "", "write a heap profile with the most rollouts active to `FILE`")
 	rollouts := fs.String("rollouts", "", "comma-separated active rollout `counts` of the ingest measurements (default 1,100,10000)")
 	background := fs.Float64("background", 50000, "background telemetry during the latency measurement, `events/s`")
@@ -448,15 +448,11 @@ func (r *engineRun) resume() *ingest.Ingester {
 // per second until it has accepted (delivered and acknowledged) n of them.
 func (r *engineRun) consume(ctx context.Context, n int, profile string) (float64, error) {
 	if profile != "" {
-		f, err := os.Create(profile)
+		stopProfile, err := cpuProfile(profile)
 		if err != nil {
 			return 0, err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return 0, err
-		}
-		defer pprof.StopCPUProfile()
+		defer stopProfile()
 	}
 	start := time.Now()
 	in := r.resume()
@@ -464,6 +460,20 @@ func (r *engineRun) consume(ctx context.Context, n int, profile string) (float64
 		return 0, err
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// cpuProfile starts a CPU profile into the file name; call the function
+// it returns to stop it.
+func cpuProfile(name string) (func(), error) {
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func (r *engineRun) stop(ctx context.Context, b *bencher) {
@@ -601,6 +611,13 @@ func (b *bencher) live(ctx context.Context, res *bench.Result) error {
 	go func() {
 		bgDone <- bench.Background(b.pubJS, ic.SubjectPrefix, bench.RolloutIDs("bg", 100), b.o.background, stop)
 	}()
+	if b.o.cpuprofile != "" {
+		stopProfile, err := cpuProfile(b.o.cpuprofile + ".live")
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	start := time.Now()
 	time.AfterFunc(b.o.liveFor, func() { close(stop) })
 	got, backlog, err := bench.RawLive(ctx, js, ic, stop)
