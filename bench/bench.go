@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,7 +83,8 @@ type Result struct {
 	PublishPerSec float64 `json:"publishPerSec"` // router.Emitter, single events, acked
 
 	Machine Machine `json:"machine"`
-	Seconds float64 `json:"seconds"` // wall time of the whole run
+	Seconds  float64 `json:"seconds"`  // wall time of the whole run
+	Revision string  `json:"revision"` // VCS revision of the binary, "-dirty" when built from a modified tree
 }
 
 // Machine describes where a run happened. Load averages are read before
@@ -95,6 +97,31 @@ type Machine struct {
 	LoadAfter   []float64 `json:"loadAfter"`
 	GOMAXPROCS  int       `json:"gomaxprocs"`
 	Description string    `json:"-"`
+}
+
+// Revision returns the VCS revision the running binary was built from,
+// with "-dirty" when the tree had changes, or "" when unknown (go test,
+// -buildvcs=false).
+func Revision() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return rev[:min(12, len(rev))] + dirty
 }
 
 // DescribeMachine reads the CPU count and model, the Go version and the
@@ -251,6 +278,9 @@ func WriteJSON(w io.Writer, r *Result) error {
 // figures.
 func WriteTable(w io.Writer, r *Result, counts []int) {
 	m := r.Machine
+	if r.Revision != "" {
+		fmt.Fprintf(w, "revision %s\n", r.Revision)
+	}
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, GOMAXPROCS %d, load %v before, %v after\n",
 		m.CPUs, m.CPUModel, m.GoVersion, m.GOMAXPROCS, m.LoadBefore, m.LoadAfter)
 	fmt.Fprintf(w, "single events of %d bytes, %d per consume measurement (median of %d runs up to 1000 rollouts); run took %.0fs\n\n",

@@ -252,6 +252,7 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 		}
 	}
 	res.Machine.LoadAfter = bench.LoadAvg()
+	res.Revision = bench.Revision()
 	res.Seconds = bench.Rounded(time.Since(start).Seconds())
 	return res, nil
 }
