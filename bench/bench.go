@@ -82,7 +82,7 @@ type Result struct {
 
 	PublishPerSec float64 `json:"publishPerSec"` // router.Emitter, single events, acked
 
-	Machine Machine `json:"machine"`
+	Machine  Machine `json:"machine"`
 	Seconds  float64 `json:"seconds"`  // wall time of the whole run
 	Revision string  `json:"revision"` // VCS revision of the binary, "-dirty" when built from a modified tree
 }
