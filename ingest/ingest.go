@@ -97,7 +97,8 @@ func (in *Ingester) Live() bool {
 
 // Run consumes telemetry until ctx is done, then finishes the batch in hand
 // (for at most DrainTimeout) and returns nil. It returns an error when the
-// consumer cannot be created or the Sink fails.
+// Sink fails; it retries setting up the consumer (with backoff up to 5s)
+// until it succeeds or ctx is done.
 //
 // Acknowledgement. The consumer uses AckAll: after a batch was delivered
 // and its dead letters were stored, the message with the highest stream
@@ -123,14 +124,21 @@ func (in *Ingester) Live() bool {
 // durable consumer at once: one's AckAll would acknowledge the other's
 // messages.
 func (in *Ingester) Run(ctx context.Context) error {
-	cons, err := in.consumer(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
 	backoff := 50 * time.Millisecond
+	cons, err := in.consumer(ctx)
+	for err != nil {
+		// No server yet, or a reset that did not go through: the engine
+		// must not run without consuming, so keep trying.
+		in.log.Warn("ingest: cannot set up the consumer; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+		cons, err = in.consumer(ctx)
+	}
+	backoff = 50 * time.Millisecond
 	for ctx.Err() == nil {
 		err := in.fetch(ctx, cons)
 		var derr *deliverError
@@ -215,9 +223,10 @@ func (in *Ingester) resetTo(ctx context.Context, seq uint64) error {
 		return fmt.Errorf("ingest: reset consumer to %d: %w", seq, err)
 	}
 	in.lastCSeq = 0
-	if res.ResetSeq != seq {
+	if info, err := s.Info(ctx); err == nil && seq < info.State.FirstSeq {
 		// Older telemetry expired (stream MaxAge): it cannot be replayed.
-		in.log.Warn("ingest: consumer reset later than asked; older telemetry expired", "asked", seq, "seq", res.ResetSeq)
+		in.log.Warn("ingest: telemetry the checkpoints lack has expired (stream MaxAge) and cannot be replayed",
+			"asked", seq, "first", info.State.FirstSeq, "reset", res.ResetSeq)
 	}
 	return nil
 }
