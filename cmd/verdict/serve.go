@@ -119,6 +119,8 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+		// A server that is not up yet is waited for, as one that goes away.
+		opts = append(opts, nats.RetryOnFailedConnect(true))
 		nc, err = nats.Connect(f.natsURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect to %s: %w", f.natsURL, err)
