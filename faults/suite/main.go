@@ -58,6 +58,7 @@ type scenario struct {
 	corpus        bool    // interleave malformed messages
 	cutCanary     bool    // drop canary events after cutAt
 	backlog       bool    // publish everything while the engine is down, then start it
+	late          bool    // send some events far out of order, later than the lateness window
 }
 
 // tally adds up what the scenarios did.
@@ -66,6 +67,7 @@ type tally struct {
 	lost, double              int64
 	dups, dupsDropped         int
 	bad                       int
+	late                      int64
 	peakRSS                   map[string]int64 // KiB, VmHWM of the last engine process
 	backlogDrain              time.Duration    // from engine start to an empty consumer
 	diffs                     []string
@@ -96,6 +98,7 @@ func run(o options) error {
 		{name: "malformed", rate: 6000, corpus: true},
 		{name: "canary-stop", rate: 6000, cutCanary: true},
 		{name: "backlog", rate: 20000, backlog: true},
+		{name: "late", rate: 6000, late: true},
 	}
 	t := tally{peakRSS: map[string]int64{}}
 	start := time.Now()
@@ -130,8 +133,8 @@ func run(o options) error {
 	if len(t.diffs) > 0 {
 		verdictWord = fmt.Sprintf("%d differences", len(t.diffs))
 	}
-	fmt.Printf("faults: %d kills (%d at critical points), %d server restart, %d duplicates sent (%d dropped by JetStream), %d malformed dead-lettered, %d lost, %d double-counted, %s (%s, seed %d)\n",
-		t.kills, t.critical, t.restarts, t.dups, t.dupsDropped, t.bad, t.lost, t.double, verdictWord,
+	fmt.Printf("faults: %d kills (%d at critical points), %d server restart, %d duplicates sent (%d dropped by JetStream), %d malformed dead-lettered, %d late counted, %d lost, %d double-counted, %s (%s, seed %d)\n",
+		t.kills, t.critical, t.restarts, t.dups, t.dupsDropped, t.bad, t.late, t.lost, t.double, verdictWord,
 		time.Since(start).Round(time.Second), o.seed)
 	if len(t.diffs) > 0 {
 		return errors.New("the engine did not survive every fault; logs under " + root)

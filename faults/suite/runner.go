@@ -139,6 +139,9 @@ func (r *runner) run(ctx context.Context) error {
 	if r.sc.cutCanary {
 		evs, cutAt = r.tr.cutCanary(evs)
 	}
+	if r.sc.late {
+		evs = delay(evs)
+	}
 	want, err := r.tr.expect(evs)
 	if err != nil {
 		return err
@@ -213,7 +216,7 @@ func (r *runner) run(ctx context.Context) error {
 		r.t.backlogDrain = r.drainedAt.Sub(drainFrom)
 	}
 	var metrics string
-	if r.sc.corpus {
+	if r.sc.corpus || r.sc.late {
 		metrics, err = r.scrape()
 		if err != nil {
 			return err
@@ -233,6 +236,13 @@ func (r *runner) run(ctx context.Context) error {
 	r.check(ctx, act, want, cutAt)
 	if r.sc.corpus {
 		r.checkCorpus(ctx, corpus, metrics)
+	}
+	if r.sc.late {
+		got := counter(metrics, "verdict_engine_late_events_total ")
+		if got != want.late || got == 0 {
+			r.t.diffs = append(r.t.diffs, fmt.Sprintf("late events counter %d, want %d (> 0)", got, want.late))
+		}
+		r.t.late += got
 	}
 	return nil
 }
@@ -674,4 +684,15 @@ func peakRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// counter returns the value of the metric line starting with prefix.
+func counter(metrics, prefix string) int64 {
+	for _, line := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int64(f)
+		}
+	}
+	return -1
 }

@@ -89,10 +89,30 @@ func (tr *traces) cutCanary(evs []event) ([]event, time.Time) {
 	return out, at
 }
 
+// delay sends every 100th event about 8,000 events later than its time
+// says (more than 30s of event time in these traces): out of order, and
+// late beyond the engine's lateness window.
+func delay(evs []event) []event {
+	const every, by = 100, 8000
+	held := map[int][]event{}
+	var out []event
+	for i, e := range evs {
+		if i%every == every/2 && i+by < len(evs) {
+			held[i+by] = append(held[i+by], e)
+		} else {
+			out = append(out, e)
+		}
+		out = append(out, held[i]...)
+		delete(held, i)
+	}
+	return out
+}
+
 // expected is what an uninterrupted run decides and counts.
 type expected struct {
 	decisions map[string][][]byte // per rollout, the CloudEvents as published
 	counts    map[string][2]int64 // per rollout, requests per variant
+	late      int64               // events more than 30s behind their rollout's clock
 }
 
 // expect runs the state machine offline over evs, exactly as serve does
@@ -123,6 +143,10 @@ func (tr *traces) expect(evs []event) (expected, error) {
 	for i := range evs {
 		e := &evs[i]
 		rec := e.rec
+		m := ms[e.rollout]
+		if !m.State().Terminal() && rec.Time.Before(m.Now().Add(-30*time.Second)) {
+			x.late++
+		}
 		if err := emit(ms[e.rollout].ObserveRecord(rec.Time, &rec)); err != nil {
 			return x, err
 		}
