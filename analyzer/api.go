@@ -126,8 +126,8 @@ type MetricResult struct {
 	Estimate float64 `json:"estimate"` // canary/baseline ratio (degradation direction)
 	Lower    float64 `json:"lower"`    // anytime-valid CS for Estimate
 	Upper    float64 `json:"upper"`
-	EValue   float64 `json:"eValue"`   // one-sided rollback e-value
-	PValue   float64 `json:"pValue"`   // always-valid p-value, min(1, 1/max E)
+	EValue   float64 `json:"eValue"` // one-sided rollback e-value
+	PValue   float64 `json:"pValue"` // always-valid p-value, min(1, 1/max E)
 	Samples  Samples `json:"samples"`
 }
 

@@ -124,7 +124,7 @@ func (a *Analyzer) errBound(m *metricState, cur *stepCounts) string {
 		start = math.Log(float64(a.totErr[Canary]) / float64(nB) / (float64(a.totErr[Baseline]+1) / float64(nA)))
 	}
 	u := math.Exp(boundary(func(l float64) bool { return !passes(l) }, start, math.Log(maxRatio), 1e-4))
-	return fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
+	return fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtBound(u, m.lambda0), cmp(u < m.lambda0), fmtRatio(m.lambda0))
 }
 
 // boundary finds the edge of a set that contains from and is an interval
@@ -207,10 +207,10 @@ func (a *Analyzer) gaussBound(m *metricState, g gaussStat) string {
 	du := boundary(func(d float64) bool { return !rejects(d) }, g.delta, math.Log(maxRatio), 1e-6)
 	if m.sign > 0 {
 		u := clampRatio(math.Exp(du))
-		return fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtRatio(u), cmp(u < m.lambda0), fmtRatio(m.lambda0))
+		return fmt.Sprintf("%s upper %sx %s %sx", m.Name, fmtBound(u, m.lambda0), cmp(u < m.lambda0), fmtRatio(m.lambda0))
 	}
 	l := clampRatio(math.Exp(-du))
-	return fmt.Sprintf("%s lower %sx %s %sx", m.Name, fmtRatio(l), cmpGT(l > 1-m.MaxIncrease), fmtRatio(1-m.MaxIncrease))
+	return fmt.Sprintf("%s lower %sx %s %sx", m.Name, fmtBound(l, 1-m.MaxIncrease), cmpGT(l > 1-m.MaxIncrease), fmtRatio(1-m.MaxIncrease))
 }
 
 func (a *Analyzer) evalQuantile(m *metricState) evidence {
@@ -259,6 +259,22 @@ func fmtRatio(x float64) string {
 		return "∞"
 	}
 	return fmt.Sprintf("%.3g", x)
+}
+
+// fmtBound prints a bound next to the margin it is compared with, with as
+// many digits (3 to 6) as it takes for the two not to print alike: never
+// "upper 1.2x < 1.2x".
+func fmtBound(x, margin float64) string {
+	if x >= maxRatio {
+		return "∞"
+	}
+	m := fmtRatio(margin)
+	for digits := 3; digits <= 6; digits++ {
+		if s := fmt.Sprintf("%.*g", digits, x); s != m || digits == 6 {
+			return s
+		}
+	}
+	return fmtRatio(x)
 }
 
 func cmp(less bool) string {
