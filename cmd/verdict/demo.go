@@ -100,6 +100,7 @@ type demoRollout struct {
 	baseline version
 	canary   version
 	rate     float64 // requests per simulated second
+	steps    int     // steps of its policy
 	expect   engine.State
 
 	weight   atomic.Uint64 // math.Float64bits of the current canary weight
@@ -179,6 +180,9 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 		{spec: engine.Spec{Rollout: "search", Policy: "demo", Baseline: "v7", Canary: "v8"},
 			baseline: good, canary: version{errRate: 0.03, medianMs: 40, logSD: 0.5, tailQ: 1.64, tailMult: 1.6},
 			rate: 4000, expect: engine.StateRolledBack},
+	}
+	for _, r := range rollouts {
+		r.steps = len(pols[0].Steps)
 	}
 	runCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()

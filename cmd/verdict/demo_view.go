@@ -118,7 +118,7 @@ func (v *demoView) draw() {
 		st := engine.State(r.state.Load())
 		route := v.status(r.spec.Rollout)
 		fmt.Fprintf(&b, "%-9s %-12s step %d/%d  canary %5s%%  requests %s baseline / %s canary\n",
-			r.spec.Rollout, st, route.Route.Step+1, 4, fmtWeight(route.Route.Weight),
+			r.spec.Rollout, st, route.Route.Step+1, r.steps, fmtWeight(route.Route.Weight),
 			fmtCount(r.requests[0].Load()), fmtCount(r.requests[1].Load()))
 		ms := route.Metrics
 		if len(ms) == 0 {
