@@ -63,11 +63,18 @@ func TestCLIRollout(t *testing.T) {
 	}
 	r := newSimRouter(e, "web-1", goodVersion, 2000)
 	r.run(0, 5, nil)
-	time.Sleep(1500 * time.Millisecond) // one checkpoint interval: status reads checkpoints
-
-	code, out, errs = verdict(t, "rollout", "status", "--nats", url)
-	if code != 0 {
-		t.Fatalf("status: exit %d %s", code, errs)
+	// status reads the evidence from the checkpoints, written about once
+	// a second: wait for one that has it.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, out, errs = verdict(t, "rollout", "status", "--nats", url)
+		if code != 0 {
+			t.Fatalf("status: exit %d %s", code, errs)
+		}
+		if strings.Contains(out, "error-rate") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	for _, want := range []string{"ROLLOUT", "web-1", "e2e", "progressing", "5%", "error-rate", "latency"} {
 		if !strings.Contains(out, want) {
