@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/verdict-dev/verdict/analyzer"
@@ -52,8 +51,9 @@ type Machine struct {
 
 	requests [2]int64 // requests counted per variant over the whole rollout
 
-	fields []string  // custom fields, in analyzer order
-	valbuf []float64 // reused for Observation.Values
+	fields []string           // custom fields, in analyzer order
+	valbuf []float64          // reused for Observation.Values
+	sumbuf []analyzer.Summary // reused for Batch.Values
 }
 
 // ErrTerminal is returned when an operation needs a rollout that has not ended.
@@ -391,9 +391,4 @@ func orDefault(s, def string) string {
 }
 
 // fmtWeight prints a weight without trailing zeros: 5, 12.5.
-func fmtWeight(w float64) string {
-	if w == math.Trunc(w) {
-		return fmt.Sprintf("%.0f", w)
-	}
-	return fmt.Sprintf("%g", w)
-}
+func fmtWeight(w float64) string { return fmt.Sprintf("%g", w) }

@@ -101,7 +101,10 @@ func (m *Machine) ObserveRecord(t time.Time, rec *telemetry.Record) []Decision {
 	if rec.Batch != nil {
 		b := rec.Batch.Batch
 		if len(m.fields) > 0 {
-			vals := make([]analyzer.Summary, len(m.fields))
+			if cap(m.sumbuf) < len(m.fields) {
+				m.sumbuf = make([]analyzer.Summary, len(m.fields))
+			}
+			vals := m.sumbuf[:len(m.fields)]
 			for i, f := range m.fields {
 				vals[i] = rec.Batch.Values[f]
 			}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/verdict-dev/verdict/analyzer"
+	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/policy"
 )
 
@@ -22,23 +23,22 @@ type peerMetric struct {
 	q       float64 // quantile metrics
 }
 
-func peerMetrics(pol *policy.Policy) []peerMetric {
+// peerMetrics reads the metrics as the engine hands them to the analyzer
+// (engine.AnalyzerConfig), so the peers and Verdict judge the same ones.
+func peerMetrics(pol *policy.Policy) ([]peerMetric, error) {
+	cfg, _, err := engine.AnalyzerConfig(pol)
+	if err != nil {
+		return nil, err
+	}
 	var ms []peerMetric
-	for _, m := range pol.Metrics {
-		pm := peerMetric{name: m.Name, lambda0: 1 + m.MaxIncrease, logL0: math.Log1p(m.MaxIncrease), q: m.Quantile}
-		switch m.Type {
-		case policy.TypeErrors:
-			pm.kind = analyzer.Errors
-		case policy.TypeLatency:
-			pm.kind = analyzer.Latency
-		case policy.TypeLatencyQuantile:
-			pm.kind = analyzer.LatencyQuantile
-		default:
+	for _, m := range cfg.Metrics {
+		if m.Kind == analyzer.Custom {
 			continue
 		}
-		ms = append(ms, pm)
+		ms = append(ms, peerMetric{name: m.Name, kind: m.Kind, lambda0: 1 + m.MaxIncrease,
+			logL0: math.Log1p(m.MaxIncrease), q: m.Quantile})
 	}
-	return ms
+	return ms, nil
 }
 
 // schedule walks a fixed-share rollout through the policy's analysed steps

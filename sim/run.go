@@ -208,7 +208,11 @@ func newSimulation(cfg Config) (*simulation, error) {
 	if len(pol.Steps) == 0 {
 		return nil, fmt.Errorf("policy %s has no steps", pol.Name)
 	}
-	s := &simulation{cfg: cfg, pol: &pol, sc: cfg.Scenario, metrics: peerMetrics(&pol)}
+	metrics, err := peerMetrics(&pol)
+	if err != nil {
+		return nil, err
+	}
+	s := &simulation{cfg: cfg, pol: &pol, sc: cfg.Scenario, metrics: metrics}
 	for _, st := range pol.Steps[:max(len(pol.Steps)-1, 1)] {
 		s.timeCap += st.MaxDuration
 	}

@@ -240,7 +240,11 @@ func fasterThanFixed(t *testing.T, rep *Report, single string) {
 		t.Fatal(err)
 	}
 	k := len(pol.Metrics)
-	matched := fixedSampleSize(&sc, peerMetrics(pol), pol.Steps[0].Weight/100, pol.Alpha/float64(k))
+	metrics, err := peerMetrics(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	matched := fixedSampleSize(&sc, metrics, pol.Steps[0].Weight/100, pol.Alpha/float64(k))
 	med := *v.MedianRequestsToRollback
 	t.Logf("%s, policy %s (%d metrics): verdict median %d requests to rollback; fixed horizon %d at alpha/%d per metric (same false rollback rate), %d at alpha per metric (ratio %.2f)",
 		rep.Scenario, rep.Policy, k, med, matched, k, mw.SampleSize, float64(med)/float64(mw.SampleSize))

@@ -150,28 +150,45 @@ type demoOptions struct {
 	log     *slog.Logger
 }
 
-func demo(ctx context.Context, o demoOptions, out io.Writer) error {
-	pols, err := policy.Parse("demo.yaml", []byte(demoPolicy))
+// startDemoStack parses a demo's policy and runs the engine under it on a
+// fresh in-process JetStream server; stop tears all of it down.
+func startDemoStack(file, src string, log *slog.Logger) (st *stack, pol *policy.Policy, stop func(), err error) {
+	pols, err := policy.Parse(file, []byte(src))
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
+	pol = pols[0]
 	dir, err := os.MkdirTemp("", "verdict-demo-")
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	defer os.RemoveAll(dir)
 	ns, nc, err := startEmbedded(embeddedOptions{dir: dir, inProcess: true})
 	if err != nil {
-		return err
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
 	}
-	defer ns.Shutdown()
-	defer nc.Close()
+	st, err = startStack(nc, stackConfig{policies: policy.Set{pol.Name: pol}, log: log})
+	if err != nil {
+		nc.Close()
+		ns.Shutdown()
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	stop = func() {
+		_ = st.shutdown(10 * time.Second)
+		nc.Close()
+		ns.Shutdown()
+		os.RemoveAll(dir)
+	}
+	return st, pol, stop, nil
+}
 
-	st, err := startStack(nc, stackConfig{policies: policy.Set{"demo": pols[0]}, log: o.log})
+func demo(ctx context.Context, o demoOptions, out io.Writer) error {
+	st, pol, stop, err := startDemoStack("demo.yaml", demoPolicy, o.log)
 	if err != nil {
 		return err
 	}
-	defer st.shutdown(10 * time.Second)
+	defer stop()
 
 	good := version{errRate: 0.01, medianMs: 40, logSD: 0.5}
 	rollouts := []*demoRollout{
@@ -182,7 +199,7 @@ func demo(ctx context.Context, o demoOptions, out io.Writer) error {
 			rate: 4000, expect: engine.StateRolledBack},
 	}
 	for _, r := range rollouts {
-		r.steps = len(pols[0].Steps)
+		r.steps = len(pol.Steps)
 	}
 	runCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()

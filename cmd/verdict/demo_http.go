@@ -10,13 +10,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/verdict-dev/verdict/engine"
-	"github.com/verdict-dev/verdict/policy"
 	"github.com/verdict-dev/verdict/router"
 )
 
@@ -108,26 +106,12 @@ func demoHTTP(ctx context.Context, o demoOptions, out io.Writer) error {
 
 func runHTTPDemo(ctx context.Context, o demoOptions, out io.Writer) (httpDemoResult, error) {
 	var res httpDemoResult
-	pols, err := policy.Parse("demo-http.yaml", []byte(demoHTTPPolicy))
+	st, _, stop, err := startDemoStack("demo-http.yaml", demoHTTPPolicy, o.log)
 	if err != nil {
 		return res, err
 	}
-	dir, err := os.MkdirTemp("", "verdict-demo-http-")
-	if err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(dir)
-	ns, nc, err := startEmbedded(embeddedOptions{dir: dir, inProcess: true})
-	if err != nil {
-		return res, err
-	}
-	defer ns.Shutdown()
-	defer nc.Close()
-	st, err := startStack(nc, stackConfig{policies: policy.Set{"demo-http": pols[0]}, log: o.log})
-	if err != nil {
-		return res, err
-	}
-	defer st.shutdown(10 * time.Second)
+	defer stop()
+	nc := st.js.Conn()
 
 	good := version{errRate: 0.02, medianMs: 4, logSD: 0.5}
 	bad := version{errRate: 0.08, medianMs: 4, logSD: 0.5, tailQ: 1.64, tailMult: 2}

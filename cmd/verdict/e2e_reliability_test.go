@@ -175,15 +175,7 @@ func TestE2EServerRestart(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.run(next, 600, terminal)
-	e.waitRoute("rs", terminal)
-	ds := e.decisions("rs")
-	checkSeqs(t, ds)
-	if got, want := actionsOf(ds), "start promote promote complete"; got != want {
-		t.Fatalf("decisions %q, want %q", got, want)
-	}
-	if st, want := e.status("rs"), r.counted(e.st.eng.Ignored()); st.Requests != want {
-		t.Errorf("engine counted %v requests across the server restart, router sent %v before the end", st.Requests, want)
-	}
+	checkCompletedAcross(t, e, r, "the server restart")
 }
 
 // TestE2EFencing runs two engines on one server: the second stands by

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -15,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/verdict-dev/verdict/actuator"
 	"github.com/verdict-dev/verdict/analyzer"
 	"github.com/verdict-dev/verdict/engine"
 	"github.com/verdict-dev/verdict/policy"
@@ -516,17 +513,21 @@ func TestE2ERestart(t *testing.T) {
 	e.stop()
 	e.start()
 	r.run(next, 600, terminal)
-	e.waitRoute("rs", terminal)
-	ds := e.decisions("rs")
+	checkCompletedAcross(t, e, r, "the restart")
+}
+
+// checkCompletedAcross checks that the router's rollout completed with
+// every step's decision, numbered without a gap or a repeat, and that the
+// engine counted exactly what was sent before the end, across what.
+func checkCompletedAcross(t *testing.T, e *e2e, r *simRouter, what string) {
+	t.Helper()
+	e.waitRoute(r.id, terminal)
+	ds := e.decisions(r.id)
 	checkSeqs(t, ds)
 	if got, want := actionsOf(ds), "start promote promote complete"; got != want {
 		t.Fatalf("decisions %q, want %q", got, want)
 	}
-	if st, want := e.status("rs"), r.counted(e.st.eng.Ignored()); st.Requests != want {
-		t.Errorf("engine counted %v requests across the restart, router sent %v before the end", st.Requests, want)
+	if st, want := e.status(r.id), r.counted(e.st.eng.Ignored()); st.Requests != want {
+		t.Errorf("engine counted %v requests across %s, router sent %v before the end", st.Requests, what, want)
 	}
 }
-
-var _ = errors.New
-var _ = math.Abs
-var _ = actuator.ErrNotFound
