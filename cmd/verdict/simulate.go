@@ -75,6 +75,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	seed := fs.Uint64("seed", 1, "random seed `K`")
 	share := fs.Float64("share", 0, "pin the canary share at `P` percent, in (0, 100) (default: follow the policy's steps)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the run to `FILE`")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, strings.Replace(simulateUsage, "SCENARIOS\n", scenarioList(), 1))
 		fs.PrintDefaults()
@@ -110,6 +111,14 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if err != nil {
 		fmt.Fprintln(stderr, "verdict simulate:", err)
 		return 1
+	}
+	if *cpuprof != "" {
+		stop, err := cpuProfile(*cpuprof)
+		if err != nil {
+			fmt.Fprintln(stderr, "verdict simulate:", err)
+			return 1
+		}
+		defer stop()
 	}
 	rep, err := sim.Run(ctx, sim.Config{Policy: pol, Scenario: sc, Reps: *reps, Seed: *seed, Share: *share})
 	if err != nil {
