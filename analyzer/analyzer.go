@@ -58,6 +58,9 @@ type Analyzer struct {
 	lat    [2]welford   // log latency, whole rollout
 	custom [][2]welford // log values per Custom metric
 	hist   [2]hist      // latency histograms; nil counts when unused
+
+	evbuf   []evidence // Decide's scratch, one per metric; not state
+	evalCur stepCounts // Decide's scratch: the current step at the looked-at weight
 }
 
 // stepCounts are one step's error-test counts.
@@ -84,6 +87,11 @@ type metricState struct {
 	slot    int     // index into custom (Custom) or quantile state
 	q       quantState
 	maxLogE float64 // running max of the rollback log e-value
+
+	// Errors: the completed steps a.steps[:errDone] summed at lambda0 (a
+	// cache, derived from state; see errLogE0).
+	errDone          int
+	errRoll, errProm float64
 }
 
 // New validates cfg and returns an Analyzer with all its memory allocated.
@@ -226,9 +234,10 @@ func (a *Analyzer) Observe(o *Observation) {
 	}
 	if o.HasLatency && o.LatencyMs >= 0 && !math.IsInf(o.LatencyMs, 1) {
 		ms := clampMs(o.LatencyMs)
-		a.lat[v].add(math.Log(ms))
+		l := math.Log(ms)
+		a.lat[v].add(l)
 		if len(a.quants) > 0 {
-			a.hist[v].add(BucketIndex(ms), 1)
+			a.hist[v].add(bucketOfLog(l), 1)
 			for _, i := range a.quants {
 				a.metrics[i].q.observe(v, ms, &a.hist[Baseline], a.metrics[i].lambda0, a.cfg.Alpha)
 			}

@@ -18,43 +18,90 @@ import (
 //     needs MinRequests per variant, no SRM and data on every metric.
 //  4. Hold otherwise, with the cause of the wait.
 //
+// The action rests on the e-values and the counts alone; the estimates,
+// confidence intervals and reasons in the Verdict are reported, never
+// decided on.
+//
 // Decide updates the running maxima behind PValue and the SRM test, so it
-// is part of the state that MarshalBinary saves.
-func (a *Analyzer) Decide(s Step) Verdict {
-	w := a.weight
-	if w == 0 && s.Weight > 0 && s.Weight < 100 {
-		w = s.Weight
-	}
-	cur := a.cur
-	cur.weight = w
+// is part of the state that MarshalBinary saves. Those updates are
+// idempotent: Decide (or Check) twice on the same state answers the same.
+func (a *Analyzer) Decide(s Step) Verdict { return a.decide(s, true) }
 
-	evs := make([]evidence, len(a.metrics))
+// Check is Decide without the evidence: the same action and cause, and the
+// same state changes, at a fraction of the cost (no confidence intervals,
+// quantile estimates or reasons). A caller that acts on most evaluations
+// without reporting them (the rollout state machine, the simulator) calls
+// Check at every look and Decide only when it reports one; since both
+// update the state idempotently, Decide then returns the same action.
+func (a *Analyzer) Check(s Step) (Action, string) {
+	v := a.decide(s, false)
+	return v.Action, v.Cause
+}
+
+// Evidence returns the evidence at the current state without applying the
+// decision rule or changing any state: what Decide's Metrics would be,
+// with PValue counting the current look too.
+func (a *Analyzer) Evidence() []MetricResult {
+	evs := a.evaluate(a.weight, true)
+	out := make([]MetricResult, len(evs))
+	for i := range evs {
+		out[i] = evs[i].res
+		out[i].PValue = math.Min(1, math.Exp(-math.Max(a.metrics[i].maxLogE, evs[i].logRoll)))
+	}
+	return out
+}
+
+// evaluate computes every metric's evidence into a.evbuf (reused: valid
+// until the next call); full adds what is only reported.
+func (a *Analyzer) evaluate(w float64, full bool) []evidence {
+	cur := &a.evalCur
+	*cur = a.cur
+	cur.weight = w
+	if cap(a.evbuf) < len(a.metrics) {
+		a.evbuf = make([]evidence, len(a.metrics))
+	}
+	evs := a.evbuf[:len(a.metrics)]
 	for i := range a.metrics {
 		m := &a.metrics[i]
 		var e evidence
 		switch m.Kind {
 		case Errors:
-			e = a.evalErrors(m, &cur)
+			e = a.evalErrors(m, cur, full)
 		case Latency:
-			e = a.evalGauss(m, &a.lat[Baseline], &a.lat[Canary])
+			e = a.evalGauss(m, &a.lat[Baseline], &a.lat[Canary], full)
 		case Custom:
-			e = a.evalGauss(m, &a.custom[m.slot][Baseline], &a.custom[m.slot][Canary])
+			e = a.evalGauss(m, &a.custom[m.slot][Baseline], &a.custom[m.slot][Canary], full)
 		case LatencyQuantile:
-			e = a.evalQuantile(m)
+			e = a.evalQuantile(m, full)
 		}
 		sanitize(&e)
-		m.maxLogE = math.Max(m.maxLogE, e.logRoll)
 		e.res.Name = m.Name
 		e.res.EValue = math.Exp(e.logRoll)
-		e.res.PValue = math.Min(1, math.Exp(-m.maxLogE))
 		evs[i] = e
 	}
-	v := Verdict{Metrics: make([]MetricResult, len(evs))}
+	return evs
+}
+
+func (a *Analyzer) decide(s Step, full bool) Verdict {
+	w := a.weight
+	if w == 0 && s.Weight > 0 && s.Weight < 100 {
+		w = s.Weight
+	}
+	evs := a.evaluate(w, full)
 	for i := range evs {
-		v.Metrics[i] = evs[i].res
+		m := &a.metrics[i]
+		m.maxLogE = math.Max(m.maxLogE, evs[i].logRoll)
+		evs[i].res.PValue = math.Min(1, math.Exp(-m.maxLogE))
+	}
+	var v Verdict
+	if full {
+		v.Metrics = make([]MetricResult, len(evs))
+		for i := range evs {
+			v.Metrics[i] = evs[i].res
+		}
 	}
 
-	srm, srmReason := a.checkSRM(w)
+	srm := a.checkSRM(w)
 
 	// 1. Rollback: the weighted average of e-values, in log space.
 	var sw float64
@@ -73,68 +120,93 @@ func (a *Analyzer) Decide(s Step) Verdict {
 	avg -= math.Log(sw)
 	if avg >= math.Log(1/a.cfg.Alpha) {
 		v.Action, v.Cause = Rollback, a.metrics[best].Name
-		v.Reason = a.rollbackReason(&a.metrics[best], &evs[best], avg)
+		if full {
+			v.Reason = a.rollbackReason(&a.metrics[best], &evs[best], avg)
+		}
 		return v
 	}
 
 	// 2. Promote.
 	minReq := max(s.MinRequests, 1)
 	enough := a.stepReq[Baseline] >= minReq && a.stepReq[Canary] >= minReq
-	blocked, blockReason := "", ""
+	blocked, blocker := "", -1
 	switch {
 	case srm:
-		blocked, blockReason = "srm", srmReason
+		blocked = "srm"
 	case s.Elapsed < s.MinDuration:
 		blocked = "min-duration"
-		blockReason = fmt.Sprintf("step running %v of minimum %v", s.Elapsed, s.MinDuration)
 	case !enough:
 		blocked = "min-requests"
-		blockReason = fmt.Sprintf("requests in step: baseline %d, canary %d; need %d each",
-			a.stepReq[Baseline], a.stepReq[Canary], minReq)
 	default:
 		thrP := math.Log(1 / a.cfg.PromoteAlpha)
-		for i, e := range evs {
-			if !e.ready || !(e.logProm >= thrP) || !resultFinite(&e.res) {
-				blocked = a.metrics[i].Name
-				blockReason = waitReason(&a.metrics[i], &e, thrP, a.cfg.Alpha)
+		for i := range evs {
+			e := &evs[i]
+			if e.ready {
+				a.promEvidence(i, e)
+			}
+			if !e.ready || !(e.logProm >= thrP) {
+				blocked, blocker = a.metrics[i].Name, i
 				break
 			}
 		}
 	}
 	if blocked == "" {
-		parts := make([]string, len(evs))
-		for i := range evs {
-			parts[i] = evs[i].bound()
-		}
 		v.Action, v.Cause = Promote, ""
-		v.Reason = "all metrics within margin: " + strings.Join(parts, "; ")
+		if full {
+			parts := make([]string, len(evs))
+			for i := range evs {
+				parts[i] = evs[i].bound()
+			}
+			v.Reason = "all metrics within margin: " + strings.Join(parts, "; ")
+		}
 		return v
+	}
+	blockReason := func() string {
+		switch blocked {
+		case "srm":
+			return a.srmReason(w)
+		case "min-duration":
+			return fmt.Sprintf("step running %v of minimum %v", s.Elapsed, s.MinDuration)
+		case "min-requests":
+			return fmt.Sprintf("requests in step: baseline %d, canary %d; need %d each",
+				a.stepReq[Baseline], a.stepReq[Canary], minReq)
+		}
+		return waitReason(&a.metrics[blocker], &evs[blocker], math.Log(1/a.cfg.PromoteAlpha), a.cfg.Alpha)
 	}
 
 	// 3. Timeout.
 	if s.MaxDuration > 0 && s.Elapsed >= s.MaxDuration {
 		v.Cause = "timeout"
+		why := ""
 		switch s.OnTimeout {
 		case Rollback:
 			v.Action = Rollback
-			v.Reason = fmt.Sprintf("step timed out after %v without a decision (%s)", s.Elapsed, blockReason)
 		case Promote:
-			if why := a.timeoutPromoteBlocker(evs, srm, enough, minReq); why != "" {
-				v.Action = Hold
-				v.Reason = fmt.Sprintf("step timed out after %v; not promoting: %s", s.Elapsed, why)
-			} else {
+			if why = a.timeoutPromoteBlocker(evs, srm, enough, minReq); why == "" {
 				v.Action = Promote
-				v.Reason = fmt.Sprintf("step timed out after %v; promoting by policy (%s)", s.Elapsed, blockReason)
 			}
+		}
+		if !full {
+			return v
+		}
+		switch {
+		case s.OnTimeout == Rollback:
+			v.Reason = fmt.Sprintf("step timed out after %v without a decision (%s)", s.Elapsed, blockReason())
+		case v.Action == Promote:
+			v.Reason = fmt.Sprintf("step timed out after %v; promoting by policy (%s)", s.Elapsed, blockReason())
+		case s.OnTimeout == Promote:
+			v.Reason = fmt.Sprintf("step timed out after %v; not promoting: %s", s.Elapsed, why)
 		default:
-			v.Action = Hold
-			v.Reason = fmt.Sprintf("step timed out after %v; holding by policy (%s)", s.Elapsed, blockReason)
+			v.Reason = fmt.Sprintf("step timed out after %v; holding by policy (%s)", s.Elapsed, blockReason())
 		}
 		return v
 	}
 
 	// 4. Hold.
-	v.Action, v.Cause, v.Reason = Hold, blocked, blockReason
+	v.Action, v.Cause = Hold, blocked
+	if full {
+		v.Reason = blockReason()
+	}
 	return v
 }
 
@@ -149,10 +221,10 @@ func (a *Analyzer) Decide(s Step) Verdict {
 // is one request. A mismatch is reported while that e-value is at least
 // 1/AlphaSRM (Ville's inequality bounds the chance that it ever is under
 // the null); the reported e-value is the step's running maximum.
-func (a *Analyzer) checkSRM(w float64) (bool, string) {
+func (a *Analyzer) checkSRM(w float64) bool {
 	nA, nB := a.srmReq[Baseline], a.srmReq[Canary]
 	if !(w > 0 && w < 100) || nA+nB == 0 {
-		return false, ""
+		return false
 	}
 	slack := float64(max(a.srmLump[Baseline], a.srmLump[Canary], 1))
 	p := w / 100
@@ -164,10 +236,13 @@ func (a *Analyzer) checkSRM(w float64) (bool, string) {
 	}
 	a.srmNow = clampLog(logBetaBinom2(fb, fa+fb, p, srmK))
 	a.srmLogE = math.Max(a.srmLogE, a.srmNow)
-	if a.srmNow < math.Log(1/AlphaSRM) {
-		return false, ""
-	}
-	return true, fmt.Sprintf("sample ratio mismatch: canary got %.3g%% of requests, told %.3g%% (e=%.3g)",
+	return a.srmNow >= math.Log(1/AlphaSRM)
+}
+
+// srmReason says what checkSRM found, for a step at nominal weight w.
+func (a *Analyzer) srmReason(w float64) string {
+	nA, nB := a.srmReq[Baseline], a.srmReq[Canary]
+	return fmt.Sprintf("sample ratio mismatch: canary got %.3g%% of requests, told %.3g%% (e=%.3g)",
 		100*float64(nB)/float64(nA+nB), w, math.Exp(a.srmNow))
 }
 
@@ -179,8 +254,9 @@ func (a *Analyzer) timeoutPromoteBlocker(evs []evidence, srm, enough bool, minRe
 		return fmt.Sprintf("fewer than %d requests per variant", minReq)
 	}
 	for i := range evs {
+		a.promEvidence(i, &evs[i])
 		r := &evs[i].res
-		if r.Samples.Baseline == 0 || r.Samples.Canary == 0 || !resultFinite(r) {
+		if r.Samples.Baseline == 0 || r.Samples.Canary == 0 || evs[i].bad {
 			return fmt.Sprintf("no data for %s", a.metrics[i].Name)
 		}
 	}
@@ -231,10 +307,18 @@ func resultFinite(r *MetricResult) bool {
 }
 
 // sanitize keeps a result finite whatever the state (a corrupt checkpoint,
-// extreme inputs): a non-finite field becomes 0 (Upper: maxRatio) and the
-// metric cannot support a promote.
+// extreme inputs). Non-finite e-values are clamped and mark the metric bad:
+// it cannot support a promote. A non-finite reported field becomes 0
+// (Upper: maxRatio); reported fields never decide.
 func sanitize(e *evidence) {
-	if resultFinite(&e.res) && finite(e.logRoll) && finite(e.logProm) {
+	if !finite(e.logRoll) {
+		e.logRoll = clampLog(e.logRoll)
+		e.ready, e.bad = false, true
+	}
+	if e.promOK {
+		sanitizeProm(e)
+	}
+	if resultFinite(&e.res) {
 		return
 	}
 	for _, p := range []*float64{&e.res.Baseline, &e.res.Canary, &e.res.Estimate, &e.res.Lower} {
@@ -245,8 +329,15 @@ func sanitize(e *evidence) {
 	if !finite(e.res.Upper) {
 		e.res.Upper = maxRatio
 	}
-	e.logRoll, e.logProm = clampLog(e.logRoll), clampLog(e.logProm)
-	e.ready = false
+}
+
+// sanitizeProm is sanitize's rule for the promote e-value, which Check
+// computes later than the rest.
+func sanitizeProm(e *evidence) {
+	if !finite(e.logProm) {
+		e.logProm = clampLog(e.logProm)
+		e.ready, e.bad = false, true
+	}
 }
 
 // logAddExp returns log(exp(x) + exp(y)).

@@ -11,7 +11,9 @@ type evidence struct {
 	logRoll float64       // one-sided rollback log e-value
 	logProm float64       // one-sided promote log e-value
 	ready   bool          // enough data for the promote test to mean something
-	bound   func() string // the promote-side bound, for reasons (lazy: costly)
+	bad     bool          // the e-values were not finite (corrupt state): never a promote
+	promOK  bool          // logProm is computed (Check computes it only when the rule needs it)
+	bound   func() string // the promote-side bound, for reasons (lazy: costly); full only
 }
 
 // rho is the step's empirical canary share of requests with an outcome,
@@ -40,29 +42,50 @@ func errK(rho, lambda0 float64) (kRoll, kProm float64) {
 // and two-sided tests. Each step's k is fixed by the metric's margin
 // lambda0, not by lambda, so that the e-values are monotone in lambda.
 func (a *Analyzer) errLogE(cur *stepCounts, lambda0, lambda float64, want uint8) (roll, prom, two float64) {
-	one := func(s *stepCounts) {
-		m, y := float64(s.err[0]+s.err[1]), float64(s.err[1])
-		if m == 0 {
-			return
-		}
-		rho := s.rho()
-		kR, kP := errK(rho, lambda0)
-		t := shareTheta(rho, lambda)
-		if want&wantRoll != 0 {
-			roll += logBetaBinomUp(y, m, t, kR)
-		}
-		if want&wantProm != 0 {
-			prom += logBetaBinomDown(y, m, t, kP)
-		}
-		if want&wantTwo != 0 {
-			two += logBetaBinom2(y, m, t, kR)
-		}
-	}
 	for i := range a.steps {
-		one(&a.steps[i])
+		r, p, t := stepLogE(&a.steps[i], lambda0, lambda, want)
+		roll, prom, two = roll+r, prom+p, two+t
 	}
-	one(cur)
+	r, p, t := stepLogE(cur, lambda0, lambda, want)
+	roll, prom, two = roll+r, prom+p, two+t
 	return clampLog(roll), clampLog(prom), clampLog(two)
+}
+
+// errLogE0 is errLogE at the margin (lambda = lambda0) for the rollback
+// or the promote test (want), the ones every look needs. A completed
+// step's terms never change, so they are summed once into m (in the same
+// order as errLogE, so the result is the same to the last bit).
+func (a *Analyzer) errLogE0(m *metricState, cur *stepCounts, want uint8) float64 {
+	for ; m.errDone < len(a.steps); m.errDone++ {
+		r, p, _ := stepLogE(&a.steps[m.errDone], m.lambda0, m.lambda0, wantRoll|wantProm)
+		m.errRoll, m.errProm = m.errRoll+r, m.errProm+p
+	}
+	r, p, _ := stepLogE(cur, m.lambda0, m.lambda0, want)
+	if want == wantProm {
+		return clampLog(m.errProm + p)
+	}
+	return clampLog(m.errRoll + r)
+}
+
+// stepLogE is one step's terms of errLogE.
+func stepLogE(s *stepCounts, lambda0, lambda float64, want uint8) (roll, prom, two float64) {
+	m, y := float64(s.err[0]+s.err[1]), float64(s.err[1])
+	if m == 0 {
+		return 0, 0, 0
+	}
+	rho := s.rho()
+	kR, kP := errK(rho, lambda0)
+	t := shareTheta(rho, lambda)
+	if want&wantRoll != 0 {
+		roll = logBetaBinomUp(y, m, t, kR)
+	}
+	if want&wantProm != 0 {
+		prom = logBetaBinomDown(y, m, t, kP)
+	}
+	if want&wantTwo != 0 {
+		two = logBetaBinom2(y, m, t, kR)
+	}
+	return roll, prom, two
 }
 
 // What errLogE computes.
@@ -72,13 +95,18 @@ const (
 	wantTwo
 )
 
-func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts) evidence {
+func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts, full bool) evidence {
 	var e evidence
 	nA, nB := a.totOut[Baseline], a.totOut[Canary]
 	eA, eB := float64(a.totErr[Baseline]), float64(a.totErr[Canary])
 	e.res.Samples = Samples{Baseline: nA, Canary: nB}
-	e.logRoll, e.logProm, _ = a.errLogE(cur, m.lambda0, m.lambda0, wantRoll|wantProm)
-	e.bound = func() string { return a.errBound(m, cur) }
+	e.logRoll = a.errLogE0(m, cur, wantRoll)
+	if full {
+		e.logProm, e.promOK = a.errLogE0(m, cur, wantProm), true
+	}
+	if full {
+		e.bound = func() string { return a.errBound(m, cur) }
+	}
 	e.res.Lower, e.res.Upper = 0, maxRatio
 	if nA == 0 || nB == 0 {
 		return e
@@ -94,7 +122,7 @@ func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts) evidence {
 		e.res.Estimate = e.res.Canary / e.res.Baseline
 	}
 	e.res.Estimate = math.Min(e.res.Estimate, maxRatio)
-	if eA+eB > 0 {
+	if full && eA+eB > 0 {
 		thr := math.Log(1 / a.cfg.Alpha)
 		inside := func(l float64) bool {
 			_, _, two := a.errLogE(cur, m.lambda0, math.Exp(l), wantTwo)
@@ -169,7 +197,7 @@ func boundary(in func(float64) bool, from, limit, tol float64) float64 {
 	return from
 }
 
-func (a *Analyzer) evalGauss(m *metricState, wa, wb *welford) evidence {
+func (a *Analyzer) evalGauss(m *metricState, wa, wb *welford, full bool) evidence {
 	var e evidence
 	e.res.Samples = Samples{Baseline: wa.n, Canary: wb.n}
 	if wa.n > 0 {
@@ -184,11 +212,14 @@ func (a *Analyzer) evalGauss(m *metricState, wa, wb *welford) evidence {
 	e.res.Lower, e.res.Upper = 0, maxRatio
 	g := diff(wa, wb, m.sign)
 	e.logRoll = logGaussUp(g, m.delta0, m.tau)
-	e.logProm = logGaussDown(g, m.delta0, m.tau)
+	e.logProm, e.promOK = logGaussDown(g, m.delta0, m.tau), true
 	if !g.ok {
 		return e
 	}
 	e.ready = true
+	if !full {
+		return e
+	}
 	r := gaussRadius(g.v, m.tau, a.cfg.Alpha)
 	lo, hi := g.delta-r, g.delta+r
 	if m.sign < 0 {
@@ -213,18 +244,26 @@ func (a *Analyzer) gaussBound(m *metricState, g gaussStat) string {
 	return fmt.Sprintf("%s lower %sx %s %sx", m.Name, fmtBound(l, 1-m.MaxIncrease), cmpGT(l > 1-m.MaxIncrease), fmtRatio(1-m.MaxIncrease))
 }
 
-func (a *Analyzer) evalQuantile(m *metricState) evidence {
+func (a *Analyzer) evalQuantile(m *metricState, full bool) evidence {
 	var e evidence
 	s := &m.q
 	ha, hb := &a.hist[Baseline], &a.hist[Canary]
 	e.res.Samples = Samples{Baseline: ha.n, Canary: hb.n}
+	e.logRoll = s.logERollback()
+	if full {
+		e.logProm, e.promOK = s.logEPromote(), true
+	}
+	e.ready = s.frozen() && s.trials > 0 && ha.n > 0 && hb.n > 0
+	e.res.Lower, e.res.Upper = 0, maxRatio
+	if !full {
+		return e
+	}
 	e.res.Baseline, e.res.Canary = ha.quantile(s.q), hb.quantile(s.q)
 	if e.res.Baseline > 0 && e.res.Canary > 0 {
 		e.res.Estimate = clampRatio(e.res.Canary / e.res.Baseline)
 	}
 	aLo, aHi := quantileCS(ha, s.q, a.cfg.Alpha/2, s.warm)
 	bLo, bHi := quantileCS(hb, s.q, a.cfg.Alpha/2, s.warm)
-	e.res.Lower, e.res.Upper = 0, maxRatio
 	if !math.IsInf(aHi, 1) {
 		e.res.Lower = clampRatio(bLo / aHi)
 	}
@@ -233,8 +272,6 @@ func (a *Analyzer) evalQuantile(m *metricState) evidence {
 	}
 	e.res.Lower = math.Min(e.res.Lower, e.res.Estimate)
 	e.res.Upper = math.Max(e.res.Upper, e.res.Estimate)
-	e.logRoll, e.logProm = s.logERollback(), s.logEPromote()
-	e.ready = s.frozen() && s.trials > 0 && ha.n > 0 && hb.n > 0
 	share := 0.0
 	if s.trials > 0 {
 		share = float64(s.slowLo) / float64(s.trials)
@@ -245,6 +282,23 @@ func (a *Analyzer) evalQuantile(m *metricState) evidence {
 			m.Name, s.cLo, 100*share, 100*(1-s.q), math.Exp(logProm))
 	}
 	return e
+}
+
+// promEvidence completes e, metric i's evidence from evaluate, with the
+// promote e-value when Check left it out.
+func (a *Analyzer) promEvidence(i int, e *evidence) {
+	if e.promOK {
+		return
+	}
+	m := &a.metrics[i]
+	switch m.Kind {
+	case Errors:
+		e.logProm = a.errLogE0(m, &a.evalCur, wantProm)
+	case LatencyQuantile:
+		e.logProm = m.q.logEPromote()
+	}
+	e.promOK = true
+	sanitizeProm(e)
 }
 
 func clampRatio(x float64) float64 {

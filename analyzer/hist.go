@@ -36,9 +36,15 @@ func BucketIndex(ms float64) int32 {
 	if !(ms > 0) {
 		return MinBucket
 	}
+	return bucketOfLog(math.Log(ms))
+}
+
+// bucketOfLog is BucketIndex of a positive value given its log (Observe
+// has it already).
+func bucketOfLog(logMs float64) int32 {
 	// The small slack keeps BucketIndex(BucketUpper(i)) == i despite
 	// rounding in Log and Pow; it moves a boundary by a relative 2e-11.
-	x := math.Ceil(math.Log(ms)/logGamma - 1e-9)
+	x := math.Ceil(logMs/logGamma - 1e-9)
 	switch {
 	case x <= float64(MinBucket):
 		return MinBucket

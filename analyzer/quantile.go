@@ -22,6 +22,8 @@ type quantState struct {
 	trials int64   // canary latencies judged
 	slowHi int64   // of which above cHi (rollback evidence)
 	slowLo int64   // of which above cLo (counted against promote)
+
+	roll, prom betaPrior // the tests' fixed priors (derived from q, not state)
 }
 
 // Quantile test constants (doc.go).
@@ -34,7 +36,10 @@ const (
 
 func newQuantState(q float64) quantState {
 	w := max(int64(math.Ceil(warmFactor/(1-q))), warmMin)
-	return quantState{q: q, warm: w, nextN: w}
+	t0 := 1 - q
+	return quantState{q: q, warm: w, nextN: w,
+		roll: newBetaPrior(t0, designK(t0, math.Min(designShift*t0, (1+t0)/2))),
+		prom: newBetaPrior(t0, designK(t0, t0/designShift))}
 }
 
 func (s *quantState) frozen() bool { return s.epoch > 0 }
@@ -145,23 +150,19 @@ func lowerRank(n int64, q, delta float64) int64 {
 // Quantile test e-values: one-sample Bernoulli tests of the slow share
 // against 1-q, with the count e-values of counts.go. The rollback test is
 // tuned to a slow share designShift times 1-q, the promote test to one
-// designShift times smaller.
+// designShift times smaller (the priors are made in newQuantState).
 func (s *quantState) logERollback() float64 {
 	if s.trials == 0 {
 		return 0
 	}
-	t0 := 1 - s.q
-	k := designK(t0, math.Min(designShift*t0, (1+t0)/2))
-	return clampLog(logBetaBinomUp(float64(s.slowHi), float64(s.trials), t0, k))
+	return clampLog(s.roll.logEUp(float64(s.slowHi), float64(s.trials)))
 }
 
 func (s *quantState) logEPromote() float64 {
 	if s.trials == 0 {
 		return 0
 	}
-	t0 := 1 - s.q
-	k := designK(t0, t0/designShift)
-	return clampLog(logBetaBinomDown(float64(s.slowLo), float64(s.trials), t0, k))
+	return clampLog(s.prom.logEDown(float64(s.slowLo), float64(s.trials)))
 }
 
 // quantileCS returns a display-only confidence interval for the q-quantile

@@ -47,7 +47,6 @@ type Machine struct {
 	srmAt     time.Time // when the step's SRM test restarts; zero once it has
 	evalAt    time.Time // earliest rollout time at which a deadline needs an evaluation
 	held      string    // cause of the last hold decision in this step, to say it once
-	last      []analyzer.MetricResult
 
 	requests [2]int64 // requests counted per variant over the whole rollout
 
@@ -133,8 +132,9 @@ func (m *Machine) Route() Route {
 // over the whole rollout.
 func (m *Machine) Requests() (baseline, canary int64) { return m.requests[0], m.requests[1] }
 
-// Metrics returns the evidence of the last evaluation.
-func (m *Machine) Metrics() []analyzer.MetricResult { return m.last }
+// Metrics returns the evidence now: the analyzer's estimates, intervals
+// and e-values over everything observed so far. It changes no state.
+func (m *Machine) Metrics() []analyzer.MetricResult { return m.an.Evidence() }
 
 // Start begins the rollout at its first step. Starting a started rollout
 // does nothing.
@@ -148,11 +148,11 @@ func (m *Machine) Start(now time.Time) []Decision {
 	m.enterStep(0)
 	steps := m.pol.Steps
 	d := m.decide(ActionStart, 0, fmt.Sprintf("started at step %d of %d: canary %s%% (policy %s)",
-		1, len(steps), fmtWeight(m.weight), m.pol.Name))
+		1, len(steps), fmtWeight(m.weight), m.pol.Name), nil)
 	out := []Decision{d}
 	if len(steps) == 1 { // AllAtOnce: nothing to compare against
 		m.state = StateCompleted
-		out = append(out, m.decide(ActionComplete, m.weight, "single-step policy: canary at 100%"))
+		out = append(out, m.decide(ActionComplete, m.weight, "single-step policy: canary at 100%", nil))
 	}
 	return out
 }
@@ -234,36 +234,48 @@ func (m *Machine) afterData(t time.Time, n int) []Decision {
 }
 
 // evaluate runs the decision rule and turns its verdict into decisions.
+// Most looks decide nothing, so they only Check; the evidence and the
+// reason (Decide, which answers the same on the same state) are computed
+// for the looks that emit a decision.
 func (m *Machine) evaluate() []Decision {
 	m.sinceEval = 0
 	s := m.pol.Steps[m.step]
 	elapsed := m.now.Sub(m.stepStart)
-	v := m.an.Decide(analyzer.Step{
+	step := analyzer.Step{
 		Weight: m.weight, Elapsed: elapsed,
 		MinDuration: s.MinDuration, MaxDuration: s.MaxDuration, MinRequests: s.MinRequests,
 		OnTimeout: onTimeout(m.pol.OnTimeout),
-	})
-	m.last = v.Metrics
+	}
+	act, cause := m.an.Check(step)
 	m.evalAt = m.nextDeadline(elapsed, s)
-
-	switch v.Action {
+	explain := func() (string, []analyzer.MetricResult) {
+		v := m.an.Decide(step)
+		return v.Reason, v.Metrics
+	}
+	switch act {
 	case analyzer.Rollback:
-		return m.rollback(v.Reason)
+		return m.rollback(explain())
 	case analyzer.Promote:
 		if m.paused {
-			return m.hold("paused", "ready to promote, but the rollout is paused")
+			return m.hold("paused", func() (string, []analyzer.MetricResult) {
+				_, ms := explain()
+				return "ready to promote, but the rollout is paused", ms
+			})
 		}
 		if !m.inWindow() {
-			return m.hold("window", fmt.Sprintf("ready to promote, waiting for the promote window %q", m.pol.PromoteWindow))
+			return m.hold("window", func() (string, []analyzer.MetricResult) {
+				_, ms := explain()
+				return fmt.Sprintf("ready to promote, waiting for the promote window %q", m.pol.PromoteWindow), ms
+			})
 		}
-		return m.promote(v.Reason)
+		return m.promote(explain())
 	default:
 		if m.paused {
 			return nil
 		}
-		switch v.Cause {
+		switch cause {
 		case "srm", "timeout":
-			return m.hold(v.Cause, v.Reason)
+			return m.hold(cause, explain)
 		}
 		return nil
 	}
@@ -287,7 +299,7 @@ func (m *Machine) nextDeadline(elapsed time.Duration, s policy.Step) time.Time {
 // promote window.
 func (m *Machine) inWindow() bool { return m.pol.InWindow(m.now) }
 
-func (m *Machine) promote(reason string) []Decision {
+func (m *Machine) promote(reason string, metrics []analyzer.MetricResult) []Decision {
 	prev := m.weight
 	next := m.step + 1
 	if next >= len(m.pol.Steps)-1 {
@@ -295,25 +307,27 @@ func (m *Machine) promote(reason string) []Decision {
 		m.step = len(m.pol.Steps) - 1
 		m.weight = 100
 		m.state = StateCompleted
-		return []Decision{m.decide(ActionComplete, prev, reason)}
+		return []Decision{m.decide(ActionComplete, prev, reason, metrics)}
 	}
 	m.enterStep(next)
-	return []Decision{m.decide(ActionPromote, prev, reason)}
+	return []Decision{m.decide(ActionPromote, prev, reason, metrics)}
 }
 
-func (m *Machine) rollback(reason string) []Decision {
+func (m *Machine) rollback(reason string, metrics []analyzer.MetricResult) []Decision {
 	prev := m.weight
 	m.weight = 0
 	m.state = StateRolledBack
-	return []Decision{m.decide(ActionRollback, prev, reason)}
+	return []Decision{m.decide(ActionRollback, prev, reason, metrics)}
 }
 
-func (m *Machine) hold(cause, reason string) []Decision {
+// hold says a hold once per cause and step; explain is only called then.
+func (m *Machine) hold(cause string, explain func() (string, []analyzer.MetricResult)) []Decision {
 	if m.held == cause {
 		return nil
 	}
 	m.held = cause
-	return []Decision{m.decide(ActionHold, m.weight, reason)}
+	reason, metrics := explain()
+	return []Decision{m.decide(ActionHold, m.weight, reason, metrics)}
 }
 
 // Pause stops promotions (and timeouts) until Resume. Rollbacks still
@@ -327,7 +341,7 @@ func (m *Machine) Pause(now time.Time, reason string) ([]Decision, error) {
 	}
 	m.tick(now)
 	m.paused = true
-	return []Decision{m.decide(ActionPause, m.weight, orDefault(reason, "paused by operator"))}, nil
+	return []Decision{m.decide(ActionPause, m.weight, orDefault(reason, "paused by operator"), m.evidence())}, nil
 }
 
 // Resume lets a paused rollout advance again.
@@ -341,7 +355,7 @@ func (m *Machine) Resume(now time.Time, reason string) ([]Decision, error) {
 	m.tick(now)
 	m.paused = false
 	m.held = ""
-	return []Decision{m.decide(ActionResume, m.weight, orDefault(reason, "resumed by operator"))}, nil
+	return []Decision{m.decide(ActionResume, m.weight, orDefault(reason, "resumed by operator"), m.evidence())}, nil
 }
 
 // Abort ends the rollout and sends all traffic to the baseline.
@@ -355,12 +369,20 @@ func (m *Machine) Abort(now time.Time, reason string) ([]Decision, error) {
 	m.weight = 0
 	m.paused = false
 	m.state = StateAborted
-	return []Decision{m.decide(ActionAbort, prev, orDefault(reason, "aborted by operator"))}, nil
+	return []Decision{m.decide(ActionAbort, prev, orDefault(reason, "aborted by operator"), m.evidence())}, nil
 }
 
-func (m *Machine) decide(a Action, prev float64, reason string) Decision {
+// evidence is what an operator's decision reports: the evidence now, or
+// none before the first request.
+func (m *Machine) evidence() []analyzer.MetricResult {
+	if m.requests[0]+m.requests[1] == 0 {
+		return nil
+	}
+	return m.an.Evidence()
+}
+
+func (m *Machine) decide(a Action, prev float64, reason string, metrics []analyzer.MetricResult) Decision {
 	m.seq++
-	metrics := m.last
 	if metrics == nil {
 		metrics = []analyzer.MetricResult{}
 	}

@@ -26,7 +26,7 @@ type snapshot struct {
 	SRMAt      time.Time               `json:"srmAt"`
 	SinceEval  int                     `json:"sinceEval"`
 	Held       string                  `json:"held,omitempty"`
-	Last       []analyzer.MetricResult `json:"last,omitempty"`
+	Last       []analyzer.MetricResult `json:"last,omitempty"` // the evidence when written, for status; not restored
 	Requests   [2]int64                `json:"requests"`
 	Analyzer   []byte                  `json:"analyzer"`
 	StreamSeq  uint64                  `json:"streamSeq"` // last telemetry stream sequence included
@@ -42,7 +42,7 @@ func (m *Machine) MarshalState(streamSeq uint64) ([]byte, error) {
 	return json.Marshal(snapshot{
 		Version: 1, Spec: m.spec, PolicyHash: m.pol.Hash, State: m.state, Paused: m.paused,
 		Step: m.step, Weight: m.weight, Seq: m.seq, StepStart: m.stepStart, Now: m.now,
-		EvalAt: m.evalAt, SRMAt: m.srmAt, SinceEval: m.sinceEval, Held: m.held, Last: m.last,
+		EvalAt: m.evalAt, SRMAt: m.srmAt, SinceEval: m.sinceEval, Held: m.held, Last: m.evidence(),
 		Requests: m.requests, Analyzer: ab, StreamSeq: streamSeq,
 	})
 }
@@ -70,7 +70,7 @@ func (m *Machine) UnmarshalState(data []byte) (uint64, error) {
 	m.spec.Paused, m.spec.Abort = s.Spec.Paused, s.Spec.Abort
 	m.state, m.paused, m.step, m.weight, m.seq = s.State, s.Paused, s.Step, s.Weight, s.Seq
 	m.stepStart, m.now, m.evalAt, m.srmAt, m.sinceEval = s.StepStart, s.Now, s.EvalAt, s.SRMAt, s.SinceEval
-	m.held, m.last, m.started, m.requests = s.Held, s.Last, true, s.Requests
+	m.held, m.started, m.requests = s.Held, true, s.Requests
 	return s.StreamSeq, nil
 }
 

@@ -149,6 +149,14 @@ func (p *pinnedRunner) observe(sc *Scenario, n int64, r *Request) {
 		return
 	}
 	p.step.Elapsed = r.At
+	// Like the machine: Check at every look, Decide (same answer, with the
+	// evidence and reason) only at the looks that report.
+	act, cause := p.an.Check(p.step)
+	report := act != analyzer.Hold ||
+		((cause == "srm" || cause == causeTimeout) && !slices.Contains(p.held, cause))
+	if !report {
+		return
+	}
 	v := p.an.Decide(p.step)
 	switch v.Action {
 	case analyzer.Rollback:
@@ -161,11 +169,9 @@ func (p *pinnedRunner) observe(sc *Scenario, n int64, r *Request) {
 		p.finish(Result{Outcome: Promote, Requests: n, Reason: v.Reason})
 	default:
 		// Like the machine, say each hold cause once.
-		if (v.Cause == "srm" || v.Cause == causeTimeout) && !slices.Contains(p.held, v.Cause) {
-			p.held = append(p.held, v.Cause)
-			if len(p.res.Holds) < maxHolds {
-				p.res.Holds = append(p.res.Holds, v.Reason)
-			}
+		p.held = append(p.held, v.Cause)
+		if len(p.res.Holds) < maxHolds {
+			p.res.Holds = append(p.res.Holds, v.Reason)
 		}
 	}
 }
