@@ -37,11 +37,11 @@ BENCH_PORT ?= 14222
 BENCH_MSGS ?= 200000
 BENCH_SIZE ?= 196B
 NATS_BENCH  = bin/nats -s nats://127.0.0.1:$(BENCH_PORT)
-## bench: hot-path Go benchmarks (analyzer Observe must be 0 allocs/op), `verdict bench --json` (one to two minutes), and natscli's `nats bench js consume` on a plain nats-server with the engine's stream and consumer settings, for an outside reference. docs/PERFORMANCE.md explains the figures.
+## bench: hot-path Go benchmarks (analyzer Observe and Check must be 0 allocs/op), `verdict bench --json` (one to two minutes), and natscli's `nats bench js consume` on a plain nats-server with the engine's stream and consumer settings, for an outside reference. docs/PERFORMANCE.md explains the figures.
 bench: build bin/nats bin/nats-server
-	$(GO) test -run '^$$' -bench 'Observe|Decide|Decode' -benchmem ./analyzer ./telemetry | \
-		awk '{print} /^BenchmarkObserve-/ {seen=1; if ($$(NF-1) != 0) bad=1} \
-			END {if (!seen || bad) {print "FAIL: BenchmarkObserve missing or allocating"; exit 1}}'
+	$(GO) test -run '^$$' -bench 'Observe|Decide|Check|Decode' -benchmem ./analyzer ./telemetry | \
+		awk '{print} /^Benchmark(Observe|Check)-/ {seen++; if ($$(NF-1) != 0) bad=1} \
+			END {if (seen != 2 || bad) {print "FAIL: BenchmarkObserve or BenchmarkCheck missing or allocating"; exit 1}}'
 	./$(BIN) bench --json
 	@set -e; dir=$$(mktemp -d); \
 	bin/nats-server -js -a 127.0.0.1 -p $(BENCH_PORT) -sd $$dir >$$dir/server.log 2>&1 & pid=$$!; \

@@ -37,7 +37,9 @@ func BenchmarkObserveBatch(b *testing.B) {
 	}
 }
 
-func BenchmarkDecide(b *testing.B) {
+// decideState is an analyzer after 50,000 requests at a 5% share, the
+// state BenchmarkDecide and BenchmarkCheck look at.
+func decideState(b *testing.B) (*Analyzer, Step) {
 	a := mustNew(b, defaultConfig())
 	a.StartStep(5)
 	s := newStream(2, 0.05)
@@ -46,9 +48,25 @@ func BenchmarkDecide(b *testing.B) {
 		s.next(&o)
 		a.Observe(&o)
 	}
-	st := Step{Weight: 5, Elapsed: time.Minute, MinDuration: time.Minute, MaxDuration: time.Hour, MinRequests: 100}
+	return a, Step{Weight: 5, Elapsed: time.Minute, MinDuration: time.Minute, MaxDuration: time.Hour, MinRequests: 100}
+}
+
+// BenchmarkDecide is a look that reports: the verdict with its evidence,
+// confidence intervals and reason.
+func BenchmarkDecide(b *testing.B) {
+	a, st := decideState(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		a.Decide(st)
+	}
+}
+
+// BenchmarkCheck is a look that decides without reporting, as the state
+// machine makes at most looks (every 100 requests).
+func BenchmarkCheck(b *testing.B) {
+	a, st := decideState(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Check(st)
 	}
 }
