@@ -163,6 +163,16 @@
 // carries to later steps, which then only wait for their minimum duration
 // and requests.
 //
+// The action rests on the e-values and the counts alone. The estimates,
+// confidence sequences and reasons are reported, never decided on, and
+// they are most of a look's cost (bisections for the error-rate interval),
+// so Check applies the rule without them: the same action and cause and
+// the same state changes. Those changes (running maxima) are idempotent,
+// so Decide right after Check on the same state returns the same verdict
+// with its evidence; the engine looks with Check every 100 requests and
+// calls Decide only for the looks that emit a decision
+// (TestCheckMatchesDecide; BenchmarkCheck against BenchmarkDecide).
+//
 // With four metrics of equal weight one metric alone needs E >= 4/Alpha to
 // roll back, which costs about 1.5x in detection time against a policy
 // with that metric alone (see the tests' logs).

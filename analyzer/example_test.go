@@ -49,6 +49,34 @@ func ExampleAnalyzer_Decide_promote() {
 	// all metrics within margin: latency upper 1.02x < 1.1x
 }
 
+// A caller that looks often (every 100 requests) but reports rarely uses
+// Check at every look and Decide only for the looks it reports: the same
+// answer, without computing confidence intervals and reasons each time.
+func ExampleAnalyzer_Check() {
+	a, _ := analyzer.New(analyzer.Config{
+		Alpha: 0.05, PromoteAlpha: 0.05,
+		Metrics: []analyzer.Metric{{Name: "error-rate", Kind: analyzer.Errors, MaxIncrease: 0.2}},
+	})
+	a.StartStep(10)
+	step := analyzer.Step{Weight: 10, MinDuration: time.Minute, MinRequests: 500}
+	for look := 1; look <= 100; look++ {
+		// 100 requests a look: 90 baseline (1.1% errors), 10 canary (5%).
+		a.ObserveBatch(&analyzer.Batch{Variant: analyzer.Baseline, Requests: 90, Errors: 1})
+		a.ObserveBatch(&analyzer.Batch{Variant: analyzer.Canary, Requests: 10, Errors: int64(look % 2)})
+		step.Elapsed = time.Duration(look) * time.Second
+		if act, _ := a.Check(step); act == analyzer.Hold {
+			continue
+		}
+		v := a.Decide(step)
+		fmt.Printf("look %d: %v (%s)\n", look, v.Action, v.Cause)
+		fmt.Println(v.Reason)
+		return
+	}
+	// Output:
+	// look 21: rollback (error-rate)
+	// error-rate: canary/baseline 4.71x (95% CS 0.997x..19.2x) exceeds +20% (e=20.9 >= 20)
+}
+
 func ExampleBucketIndex() {
 	for _, ms := range []float64{0, 1, 12.5, 1e9} {
 		i := analyzer.BucketIndex(ms)
