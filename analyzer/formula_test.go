@@ -251,3 +251,46 @@ func TestBuckets(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorCSInvertsTwoSided checks the error-rate confidence sequence
+// against numerical integration: at each bound the two-sided mixture
+// e-value is 1/alpha, to within what the bound's precision (csTol in log
+// ratio) allows given the e-value's slope there.
+func TestErrorCSInvertsTwoSided(t *testing.T) {
+	cases := []struct {
+		weight         float64
+		nA, eA, nB, eB int64
+	}{
+		{5, 38000, 380, 2000, 50},
+		{5, 19000, 190, 1000, 10},
+		{25, 30000, 300, 10000, 150},
+		{50, 5000, 20, 5000, 35},
+	}
+	const alpha = 0.05
+	for _, c := range cases {
+		a := mustNew(t, Config{Alpha: alpha, PromoteAlpha: 0.05,
+			Metrics: []Metric{{Name: "e", Kind: Errors, MaxIncrease: 0.2}}})
+		a.StartStep(c.weight)
+		a.ObserveBatch(&Batch{Variant: Baseline, Requests: c.nA, Errors: c.eA})
+		a.ObserveBatch(&Batch{Variant: Canary, Requests: c.nB, Errors: c.eB})
+		r := a.Decide(Step{Weight: c.weight}).Metrics[0]
+		rho := a.cur.rho()
+		kR, _ := errK(rho, 1.2)
+		m, y := float64(c.eA+c.eB), float64(c.eB)
+		eAt := func(ratio float64) float64 { return countMixture(y, m, shareTheta(rho, ratio), kR, 0, 1) }
+		for _, b := range []struct {
+			name  string
+			ratio float64
+		}{{"lower", r.Lower}, {"upper", r.Upper}} {
+			if !(b.ratio > 0 && b.ratio < maxRatio) {
+				t.Errorf("%+v: %s bound %v, want finite and positive", c, b.name, b.ratio)
+				continue
+			}
+			e := eAt(b.ratio)
+			slope := math.Abs(math.Log(eAt(b.ratio*math.Exp(1e-4))/eAt(b.ratio*math.Exp(-1e-4)))) / 2e-4
+			if tol := slope*csTol + 1e-9; !relClose(e, 1/alpha, tol) {
+				t.Errorf("%+v: E at the %s bound %.12g = %.15g, want %v within %.2g relative", c, b.name, b.ratio, e, 1/alpha, tol)
+			}
+		}
+	}
+}
