@@ -6,7 +6,7 @@ PKGS    := ./...
 NATS_SERVER_VERSION := v2.15.2
 NATSCLI_VERSION     := v0.5.0
 
-.PHONY: all build demo test test-race fuzz bench lint clean tools faults
+.PHONY: all build demo test test-race fuzz bench lint clean tools faults simulate
 
 all: build
 
@@ -63,6 +63,16 @@ bench: build bin/nats bin/nats-server
 
 bin/nats:
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+
+## simulate: every `verdict simulate` scenario under testdata/sim/policy.yaml, REPS each (1000; seed SEED, 1), as tables with run times: the figures in docs/STATISTICS.md (about 10 minutes on 2 cores).
+REPS ?= 1000
+SEED ?= 1
+simulate: build
+	@set -e; for s in $$(./$(BIN) simulate --list); do \
+		start=$$(date +%s); \
+		./$(BIN) simulate --policy testdata/sim/policy.yaml --scenario $$s --reps $(REPS) --seed $(SEED); \
+		echo "($$s: $$(( $$(date +%s) - start )) s)"; echo; \
+	done
 
 ## lint: vet, gofmt, and lint the example policies.
 lint: build

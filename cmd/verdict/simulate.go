@@ -76,6 +76,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	share := fs.Float64("share", 0, "pin the canary share at `P` percent, in (0, 100) (default: follow the policy's steps)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
 	cpuprof := fs.String("cpuprofile", "", "write a CPU profile of the run to `FILE`")
+	list := fs.Bool("list", false, "print the scenario names, one a line, and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, strings.Replace(simulateUsage, "SCENARIOS\n", scenarioList(), 1))
 		fs.PrintDefaults()
@@ -90,6 +91,12 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "verdict simulate: "+format+"\n", a...)
 		fmt.Fprintln(stderr, "Run 'verdict simulate -h' for usage.")
 		return 2
+	}
+	if *list && fs.NArg() == 0 {
+		for _, n := range sim.ScenarioNames() {
+			fmt.Fprintln(stdout, n)
+		}
+		return 0
 	}
 	switch {
 	case fs.NArg() > 0:
