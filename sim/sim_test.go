@@ -16,7 +16,7 @@ import (
 
 // The bar (STATS.md §7), seeded. Replication counts shrink with -short.
 
-func simPolicy(t *testing.T) *policy.Policy {
+func simPolicy(t testing.TB) *policy.Policy {
 	t.Helper()
 	set, err := policy.Load("../testdata/sim/policy.yaml")
 	if err != nil {
