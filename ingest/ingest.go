@@ -57,7 +57,7 @@ type Ingester struct {
 	lastOK atomic.Int64  // unix nanos of the last pull request that ended well
 
 	// Owned by Run.
-	handled  uint64 // highest stream sequence handed over or dead-lettered
+	handled  uint64 // highest stream sequence handed over or dead-lettered (after consume returns)
 	lastCSeq uint64 // consumer sequence of the last message received; 0 after a (re)start
 }
 
@@ -140,12 +140,14 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}
 	backoff = 50 * time.Millisecond
 	for ctx.Err() == nil {
-		err := in.fetch(ctx, cons)
+		ok := in.lastOK.Load()
+		err := in.consume(ctx, cons)
+		if in.lastOK.Load() != ok {
+			backoff = 50 * time.Millisecond // a pull request went well
+		}
 		var derr *deliverError
 		switch {
 		case err == nil:
-			in.lastOK.Store(time.Now().UnixNano())
-			backoff = 50 * time.Millisecond
 			continue
 		case errors.As(err, &derr):
 			if ctx.Err() != nil {
@@ -246,83 +248,168 @@ func (in *Ingester) reset(ctx context.Context) error {
 	return nil
 }
 
-// received is a message with its parsed metadata.
-type received struct {
-	msg  jetstream.Msg
-	meta *jetstream.MsgMetadata
+// batch is a run of consecutive deliveries, checked, decoded and ready to
+// hand over and acknowledge together.
+type batch struct {
+	good    []Message
+	dead    []deadLetter
+	n       int           // deliveries, redeliveries of handled messages included
+	last    jetstream.Msg // the delivery with the highest stream sequence: its AckAll covers the batch
+	lastSeq uint64
 }
 
-// fetch runs one pull request: it hands over messages in batches of up to
-// BatchSize, flushing early whenever no further message is waiting, so a
-// trickle of events is not held back until the request expires.
-func (in *Ingester) fetch(ctx context.Context, cons jetstream.Consumer) error {
-	batch, err := cons.Fetch(in.cfg.BatchSize, jetstream.FetchMaxWait(in.cfg.FetchWait))
-	if err != nil {
-		return fmt.Errorf("fetch: %w", err)
-	}
-	msgs := batch.Messages()
-	// The pull request ends at BatchSize messages or when the server
-	// expires it (FetchWait); wait for that so no goroutine outlives Run.
-	defer func() {
-		for range msgs {
+// consume runs ingest as a pipeline of two goroutines until ctx is done or
+// something fails:
+//
+//   - this one receives: it sends pull requests of BatchSize one after the
+//     other, checks the consumer sequence of every delivery, decodes and
+//     validates it, starts the dead letters, and collects batches;
+//   - a handler delivers each batch to the Sink, waits for its dead letters
+//     and acknowledges it.
+//
+// So receiving and decoding overlap with the owners applying the previous
+// batch and with the ack, instead of taking turns with them. A batch goes
+// to the handler whenever the handler is free (so a trickle of events is
+// handed over at once) or when it reaches BatchSize (then receiving waits:
+// at most two batches are in hand). Batches go through one unbuffered
+// channel and the handler takes them one at a time, so they are delivered
+// and acknowledged in stream order, each ack after its own and every
+// earlier batch were applied: what AckAll needs.
+//
+// One pull request is outstanding at a time, never two: the server
+// spreads its deliveries over waiting requests round robin, and separate
+// requests of Fetch arrive on separate subscriptions, which would lose
+// the order.
+func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) error {
+	gctx, cancel := graceful(ctx, in.cfg.DrainTimeout)
+	defer cancel()
+	work := make(chan *batch)
+	stopped := make(chan struct{})
+	handled := in.handled
+	var herr error
+	go func() {
+		defer close(stopped)
+		for b := range work {
+			if herr = in.handle(gctx, b); herr != nil {
+				return // the receiver sees stopped
+			}
+			handled = max(handled, b.lastSeq)
 		}
 	}()
-	hand := make([]received, 0, min(in.cfg.BatchSize, 256))
-	flush := func() error {
-		err := in.handle(ctx, hand)
-		hand = hand[:0]
-		return err
+	err := in.receive(ctx, cons, work, stopped)
+	close(work)
+	<-stopped
+	// What was received but not delivered (a Sink error, a batch
+	// abandoned at shutdown) must not be skipped by the next Run.
+	in.handled = handled
+	if herr != nil {
+		return herr
 	}
-	for {
-		var m jetstream.Msg
-		var ok bool
-		if len(hand) == 0 {
-			select {
-			case m, ok = <-msgs:
-			case <-ctx.Done():
-				return nil
-			}
-		} else {
-			select {
-			case m, ok = <-msgs:
-			default:
-				if err := flush(); err != nil {
-					return err
-				}
-				continue
+	return err
+}
+
+// receive is the first stage of consume. It returns nil when ctx is done
+// or the handler stopped, and errGap or a fetch error otherwise; it hands
+// over what it collected before returning.
+func (in *Ingester) receive(ctx context.Context, cons jetstream.Consumer, work chan<- *batch, stopped <-chan struct{}) error {
+	taken := in.handled // highest stream sequence put into a batch
+	cur := in.newBatch(0)
+	// give hands cur to the handler, waiting until it takes it.
+	give := func() {
+		if cur.n == 0 {
+			return
+		}
+		select {
+		case work <- cur:
+			cur = in.newBatch(len(cur.good))
+		case <-stopped:
+		}
+	}
+	var pull jetstream.MessageBatch
+	var msgs <-chan jetstream.Msg
+	// A pull request ends at BatchSize messages or when the server expires
+	// it (FetchWait); wait for that so no goroutine outlives Run. Messages
+	// drained here are neither handled nor acknowledged.
+	defer func() {
+		if msgs != nil {
+			for range msgs {
 			}
 		}
-		if !ok {
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := batch.Error(); err != nil && ctx.Err() == nil {
-				return fmt.Errorf("fetch: %w", err)
-			}
+	}()
+	for {
+		if ctx.Err() != nil {
+			give()
 			return nil
 		}
-		meta, err := m.Metadata()
-		if err != nil {
-			in.log.Error("ingest: message without JetStream metadata; skipped", "subject", m.Subject(), "err", err)
-			continue
+		if msgs == nil {
+			p, err := cons.Fetch(in.cfg.BatchSize, jetstream.FetchMaxWait(in.cfg.FetchWait))
+			if err != nil {
+				give()
+				return fmt.Errorf("fetch: %w", err)
+			}
+			pull, msgs = p, p.Messages()
 		}
-		if in.lastCSeq != 0 && meta.Sequence.Consumer != in.lastCSeq+1 {
-			if err := flush(); err != nil {
-				return err
-			}
-			return errGap
+		recv := msgs
+		if cur.n >= in.cfg.BatchSize {
+			recv = nil // full: wait for the handler
 		}
-		in.lastCSeq = meta.Sequence.Consumer
-		hand = append(hand, received{m, meta})
-		if len(hand) >= in.cfg.BatchSize || ctx.Err() != nil {
-			if err := flush(); err != nil {
-				return err
+		var out chan<- *batch
+		if cur.n > 0 {
+			out = work
+		}
+		select {
+		case m, ok := <-recv:
+			if !ok {
+				msgs = nil
+				if err := pull.Error(); err != nil && ctx.Err() == nil {
+					give()
+					return fmt.Errorf("fetch: %w", err)
+				}
+				in.lastOK.Store(time.Now().UnixNano())
+				continue
 			}
-			if ctx.Err() != nil {
-				return nil
+			pos, err := positionOf(m)
+			if err != nil {
+				in.log.Error("ingest: message without JetStream metadata; skipped", "subject", m.Subject(), "err", err)
+				continue
 			}
+			if in.lastCSeq != 0 && pos.consumer != in.lastCSeq+1 {
+				give()
+				return errGap
+			}
+			in.lastCSeq = pos.consumer
+			cur.n++
+			if pos.stream > cur.lastSeq {
+				cur.last, cur.lastSeq = m, pos.stream
+			}
+			if pos.stream <= taken {
+				in.redeliv.Add(1)
+				continue
+			}
+			taken = pos.stream
+			rec, rerr := in.check(m, pos)
+			if rerr != nil {
+				cur.dead = append(cur.dead, in.deadLetter(m, pos.stream, rerr))
+				continue
+			}
+			cur.good = append(cur.good, Message{Seq: pos.stream, Subject: m.Subject(), Record: rec, Received: pos.time()})
+		case out <- cur:
+			cur = in.newBatch(len(cur.good))
+		case <-stopped:
+			return nil
+		case <-ctx.Done():
+			give()
+			return nil
 		}
 	}
+}
+
+// newBatch returns an empty batch with room for about as many messages as
+// the previous one had: the Sink keeps each batch's slice, so it cannot be
+// reused, and a slice of BatchSize for every batch would cost a light load
+// far more than it needs.
+func (in *Ingester) newBatch(prev int) *batch {
+	return &batch{good: make([]Message, 0, min(max(prev, 16), in.cfg.BatchSize))}
 }
 
 type deliverError struct{ err error }
@@ -330,62 +417,33 @@ type deliverError struct{ err error }
 func (e *deliverError) Error() string { return "ingest: deliver: " + e.err.Error() }
 func (e *deliverError) Unwrap() error { return e.err }
 
-// handle checks a batch, delivers the good messages, dead-letters the bad
-// ones and acknowledges the batch.
-func (in *Ingester) handle(ctx context.Context, hand []received) error {
-	if len(hand) == 0 {
-		return nil
-	}
-	gctx, cancel := graceful(ctx, in.cfg.DrainTimeout)
-	defer cancel()
-
-	good := make([]Message, 0, len(hand))
-	var dead []deadLetter
-	var last jetstream.Msg
-	var lastSeq uint64
-	for _, h := range hand {
-		seq := h.meta.Sequence.Stream
-		if seq > lastSeq {
-			last, lastSeq = h.msg, seq
-		}
-		if seq <= in.handled {
-			in.redeliv.Add(1)
-			continue
-		}
-		rec, err := in.check(h)
-		if err != nil {
-			dead = append(dead, in.deadLetter(h, err))
-			continue
-		}
-		good = append(good, Message{Seq: seq, Subject: h.msg.Subject(), Record: rec, Received: h.meta.Timestamp})
-	}
-	if len(good) > 0 {
-		if err := in.sink.Deliver(gctx, good); err != nil {
+// handle is the second stage of consume: it delivers the good messages of
+// a batch, waits for its dead letters and acknowledges it.
+func (in *Ingester) handle(ctx context.Context, b *batch) error {
+	if len(b.good) > 0 {
+		if err := in.sink.Deliver(ctx, b.good); err != nil {
 			return &deliverError{err}
 		}
 	}
-	in.awaitDeadLetters(gctx, dead)
+	in.awaitDeadLetters(ctx, b.dead)
 	faults.At(faults.BeforeAck)
-	if lastSeq > in.handled {
-		in.handled = lastSeq
-	}
-	in.accepted.Add(uint64(len(good)))
+	in.accepted.Add(uint64(len(b.good)))
 	in.batches.Add(1)
-	for _, d := range dead {
+	for _, d := range b.dead {
 		in.rejected[in.reasons[d.reason]].Add(1)
 	}
-	if err := last.DoubleAck(gctx); err != nil {
+	if err := b.last.DoubleAck(ctx); err != nil {
 		// The batch was handled; if the ack is lost it is delivered again
 		// and skipped as already handled (or, after a restart, handed over
 		// again: at least once across a crash).
-		in.log.Warn("ingest: ack failed", "seq", lastSeq, "err", err)
+		in.log.Warn("ingest: ack failed", "seq", b.lastSeq, "err", err)
 	}
 	return nil
 }
 
 // check validates one message against its transport context and decodes it.
-func (in *Ingester) check(h received) (telemetry.Record, *telemetry.Error) {
-	data := h.msg.Data()
+func (in *Ingester) check(m jetstream.Msg, pos position) (telemetry.Record, *telemetry.Error) {
+	data := m.Data()
 	if len(data) > int(in.cfg.MaxMsgSize) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonTooLarge,
 			Err: fmt.Errorf("message of %d bytes exceeds the limit of %d", len(data), in.cfg.MaxMsgSize)}
@@ -398,16 +456,16 @@ func (in *Ingester) check(h received) (telemetry.Record, *telemetry.Error) {
 		}
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonBadJSON, Err: err}
 	}
-	if token := subjectRollout(h.msg.Subject(), in.cfg.SubjectPrefix); token != rec.Rollout {
+	if token := subjectRollout(m.Subject(), in.cfg.SubjectPrefix); token != rec.Rollout {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonSubjectMismatch,
-			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, h.msg.Subject())}
+			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, m.Subject())}
 	}
 	if !in.sink.Known(rec.Rollout) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonUnknownRollout,
 			Err: fmt.Errorf("no rollout %q", rec.Rollout)}
 	}
 	if rec.Time.IsZero() {
-		rec.Time = h.meta.Timestamp.UTC()
+		rec.Time = pos.time().UTC()
 	}
 	return rec, nil
 }
