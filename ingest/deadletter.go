@@ -31,7 +31,7 @@ type deadLetter struct {
 
 // deadLetter starts publishing the rejected message m, of stream sequence
 // sseq.
-func (in *Ingester) deadLetter(m jetstream.Msg, sseq uint64, rerr *telemetry.Error) deadLetter {
+func (in *Ingester) deadLetter(m *nats.Msg, sseq uint64, rerr *telemetry.Error) deadLetter {
 	seq := strconv.FormatUint(sseq, 10)
 	dl := nats.NewMsg(in.cfg.RejectedPrefix + "." + string(rerr.Reason))
 	dl.Header.Set(HeaderReason, string(rerr.Reason))
@@ -41,9 +41,9 @@ func (in *Ingester) deadLetter(m jetstream.Msg, sseq uint64, rerr *telemetry.Err
 	}
 	dl.Header.Set(HeaderError, headerValue(detail))
 	dl.Header.Set(HeaderStreamSeq, seq)
-	dl.Header.Set(HeaderSubject, m.Subject())
+	dl.Header.Set(HeaderSubject, m.Subject)
 	dl.Header.Set(jetstream.MsgIDHeader, in.cfg.Stream+"/"+seq)
-	dl.Data = m.Data()
+	dl.Data = m.Data
 	if len(dl.Data) > in.cfg.TruncateRejected {
 		dl.Header.Set(HeaderTruncated, strconv.Itoa(len(dl.Data)))
 		dl.Data = dl.Data[:in.cfg.TruncateRejected]

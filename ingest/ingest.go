@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/verdict-dev/verdict/faults"
@@ -95,8 +96,8 @@ func (in *Ingester) Live() bool {
 	return t != 0 && time.Since(time.Unix(0, t)) < 3*in.cfg.FetchWait
 }
 
-// Run consumes telemetry until ctx is done, then finishes the batch in hand
-// (for at most DrainTimeout) and returns nil. It returns an error when the
+// Run consumes telemetry until ctx is done, then finishes the batches in
+// hand (for at most DrainTimeout) and returns nil. It returns an error when the
 // Sink fails; it retries setting up the consumer (with backoff up to 5s)
 // until it succeeds or ctx is done.
 //
@@ -106,15 +107,16 @@ func (in *Ingester) Live() bool {
 // one ack per batch instead of one per message (about 2.5x the throughput
 // of explicit acks), and it is safe because there is one reader that
 // handles messages in stream order, so everything below the acknowledged
-// message has been handled. Two things could break that, and Run guards
-// against both:
+// message has been handled. The ack is sent without waiting for the
+// server's reply (see consume for how receiving, delivering and acking
+// overlap). Two things could break that, and Run guards against both:
 //
 //   - Messages delivered to a previous process but never handled: on start,
 //     if the consumer has pending acks, Run resets it to its ack floor + 1,
 //     so they are delivered again, first and in order, instead of after
 //     AckWait and after newer messages an AckAll would cover.
-//   - Deliveries lost in flight (a pull request abandoned by the client, a
-//     reconnect): the consumer sequence of each delivery must follow the
+//   - Deliveries lost in flight (pull requests abandoned by the client, a
+//     reconnect, a full subscription channel): the consumer sequence of each delivery must follow the
 //     previous one; on a gap Run acknowledges what it handled before the
 //     gap and resets the consumer the same way.
 //
@@ -125,7 +127,7 @@ func (in *Ingester) Live() bool {
 // messages.
 func (in *Ingester) Run(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
-	cons, err := in.consumer(ctx)
+	_, err := in.consumer(ctx)
 	for err != nil {
 		// No server yet, or a reset that did not go through: the engine
 		// must not run without consuming, so keep trying.
@@ -136,12 +138,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		cons, err = in.consumer(ctx)
+		_, err = in.consumer(ctx)
 	}
 	backoff = 50 * time.Millisecond
 	for ctx.Err() == nil {
 		ok := in.lastOK.Load()
-		err := in.consume(ctx, cons)
+		err := in.consume(ctx)
 		if in.lastOK.Load() != ok {
 			backoff = 50 * time.Millisecond // a pull request went well
 		}
@@ -169,9 +171,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		if c, err := in.consumer(ctx); err == nil {
-			cons = c
-		}
+		_, _ = in.consumer(ctx) // if it fails, the next pull fails too and comes back here
 	}
 	return nil
 }
@@ -251,36 +251,38 @@ func (in *Ingester) reset(ctx context.Context) error {
 // batch is a run of consecutive deliveries, checked, decoded and ready to
 // hand over and acknowledge together.
 type batch struct {
-	good    []Message
-	dead    []deadLetter
-	n       int           // deliveries, redeliveries of handled messages included
-	last    jetstream.Msg // the delivery with the highest stream sequence: its AckAll covers the batch
-	lastSeq uint64
+	good      []Message
+	dead      []deadLetter
+	n         int    // deliveries, redeliveries of handled messages included
+	lastReply string // reply subject of the delivery with the highest stream sequence: its AckAll covers the batch
+	lastSeq   uint64
 }
 
 // consume runs ingest as a pipeline of two goroutines until ctx is done or
 // something fails:
 //
-//   - this one receives: it sends pull requests of BatchSize one after the
-//     other, checks the consumer sequence of every delivery, decodes and
+//   - this one receives: it keeps pull requests outstanding (puller),
+//     checks the consumer sequence of every delivery, decodes and
 //     validates it, starts the dead letters, and collects batches;
 //   - a handler delivers each batch to the Sink, waits for its dead letters
 //     and acknowledges it.
 //
 // So receiving and decoding overlap with the owners applying the previous
-// batch and with the ack, instead of taking turns with them. A batch goes
-// to the handler whenever the handler is free (so a trickle of events is
-// handed over at once) or when it reaches BatchSize (then receiving waits:
-// at most two batches are in hand). Batches go through one unbuffered
-// channel and the handler takes them one at a time, so they are delivered
-// and acknowledged in stream order, each ack after its own and every
-// earlier batch were applied: what AckAll needs.
-//
-// One pull request is outstanding at a time, never two: the server
-// spreads its deliveries over waiting requests round robin, and separate
-// requests of Fetch arrive on separate subscriptions, which would lose
-// the order.
-func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) error {
+// batch and with the ack, instead of taking turns with them. The receiver
+// takes whatever has arrived, up to BatchSize, and hands the batch over as
+// soon as nothing more is waiting and the handler is free, or once it is
+// full (then receiving waits: at most two batches are in hand). A trickle
+// of events is therefore handed over at once, and a flood makes full
+// batches. Batches go through one unbuffered channel and the handler takes
+// them one at a time, so they are delivered and acknowledged in stream
+// order, each ack after its own and every earlier batch were applied:
+// what AckAll needs.
+func (in *Ingester) consume(ctx context.Context) error {
+	pl, err := newPuller(in.js, in.cfg)
+	if err != nil {
+		return err
+	}
+	defer pl.close()
 	gctx, cancel := graceful(ctx, in.cfg.DrainTimeout)
 	defer cancel()
 	work := make(chan *batch)
@@ -290,13 +292,13 @@ func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) error 
 	go func() {
 		defer close(stopped)
 		for b := range work {
-			if herr = in.handle(gctx, b); herr != nil {
+			if herr = in.handle(gctx, pl.nc, b); herr != nil {
 				return // the receiver sees stopped
 			}
 			handled = max(handled, b.lastSeq)
 		}
 	}()
-	err := in.receive(ctx, cons, work, stopped)
+	err = in.receive(ctx, pl, work, stopped)
 	close(work)
 	<-stopped
 	// What was received but not delivered (a Sink error, a batch
@@ -309,9 +311,9 @@ func (in *Ingester) consume(ctx context.Context, cons jetstream.Consumer) error 
 }
 
 // receive is the first stage of consume. It returns nil when ctx is done
-// or the handler stopped, and errGap or a fetch error otherwise; it hands
+// or the handler stopped, and errGap or a pull error otherwise; it hands
 // over what it collected before returning.
-func (in *Ingester) receive(ctx context.Context, cons jetstream.Consumer, work chan<- *batch, stopped <-chan struct{}) error {
+func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch, stopped <-chan struct{}) error {
 	taken := in.handled // highest stream sequence put into a batch
 	cur := in.newBatch(0)
 	// give hands cur to the handler, waiting until it takes it.
@@ -325,76 +327,81 @@ func (in *Ingester) receive(ctx context.Context, cons jetstream.Consumer, work c
 		case <-stopped:
 		}
 	}
-	var pull jetstream.MessageBatch
-	var msgs <-chan jetstream.Msg
-	// A pull request ends at BatchSize messages or when the server expires
-	// it (FetchWait); wait for that so no goroutine outlives Run. Messages
-	// drained here are neither handled nor acknowledged.
-	defer func() {
-		if msgs != nil {
-			for range msgs {
+	// next handles one message from the subscription: a delivery or a
+	// status.
+	next := func(m *nats.Msg) error {
+		isStatus, err := pl.status(m)
+		if err != nil {
+			return err
+		}
+		if !isStatus {
+			pl.pending--
+			if err := in.take(cur, m, &taken); err != nil {
+				return err
 			}
 		}
-	}()
+		if pl.pending <= pl.batch {
+			// A request was answered in full or expired: the server is
+			// there and telemetry is being read.
+			in.lastOK.Store(time.Now().UnixNano())
+			return pl.refill()
+		}
+		return nil
+	}
+	// Silence for `unanswered` FetchWaits while waiting for deliveries
+	// means the requests are lost: the server expires each after one.
+	tick := time.NewTicker(in.cfg.FetchWait)
+	defer tick.Stop()
+	heard, silent := false, 0
 	for {
 		if ctx.Err() != nil {
 			give()
 			return nil
 		}
-		if msgs == nil {
-			p, err := cons.Fetch(in.cfg.BatchSize, jetstream.FetchMaxWait(in.cfg.FetchWait))
-			if err != nil {
-				give()
-				return fmt.Errorf("fetch: %w", err)
+		// Take what has arrived, up to a full batch, without blocking: a
+		// non-blocking receive costs much less than the select below, and
+		// batches are larger (fewer acks and hand-overs) under load.
+	drain:
+		for cur.n < in.cfg.BatchSize {
+			select {
+			case m := <-pl.msgs:
+				heard = true
+				if err := next(m); err != nil {
+					give()
+					return err
+				}
+			default:
+				break drain
 			}
-			pull, msgs = p, p.Messages()
 		}
-		recv := msgs
+		// Nothing more has arrived, or the batch is full: hand the batch
+		// over as soon as the handler is free, or take the next message.
+		recv, ticks := pl.msgs, tick.C
 		if cur.n >= in.cfg.BatchSize {
-			recv = nil // full: wait for the handler
+			recv, ticks = nil, nil // full: wait for the handler
+			heard = true           // and do not count this wait as silence
 		}
 		var out chan<- *batch
 		if cur.n > 0 {
 			out = work
 		}
 		select {
-		case m, ok := <-recv:
-			if !ok {
-				msgs = nil
-				if err := pull.Error(); err != nil && ctx.Err() == nil {
-					give()
-					return fmt.Errorf("fetch: %w", err)
-				}
-				in.lastOK.Store(time.Now().UnixNano())
-				continue
-			}
-			pos, err := positionOf(m)
-			if err != nil {
-				in.log.Error("ingest: message without JetStream metadata; skipped", "subject", m.Subject(), "err", err)
-				continue
-			}
-			if in.lastCSeq != 0 && pos.consumer != in.lastCSeq+1 {
+		case m := <-recv:
+			heard = true
+			if err := next(m); err != nil {
 				give()
-				return errGap
+				return err
 			}
-			in.lastCSeq = pos.consumer
-			cur.n++
-			if pos.stream > cur.lastSeq {
-				cur.last, cur.lastSeq = m, pos.stream
+		case <-ticks:
+			if heard {
+				heard, silent = false, 0
+			} else if silent++; silent >= unanswered {
+				give()
+				return errUnanswered
 			}
-			if pos.stream <= taken {
-				in.redeliv.Add(1)
-				continue
-			}
-			taken = pos.stream
-			rec, rerr := in.check(m, pos)
-			if rerr != nil {
-				cur.dead = append(cur.dead, in.deadLetter(m, pos.stream, rerr))
-				continue
-			}
-			cur.good = append(cur.good, Message{Seq: pos.stream, Subject: m.Subject(), Record: rec, Received: pos.time()})
 		case out <- cur:
 			cur = in.newBatch(len(cur.good))
+			heard = true
 		case <-stopped:
 			return nil
 		case <-ctx.Done():
@@ -402,6 +409,37 @@ func (in *Ingester) receive(ctx context.Context, cons jetstream.Consumer, work c
 			return nil
 		}
 	}
+}
+
+// take checks the delivery m, decodes it and adds it to b. taken is the
+// highest stream sequence put into a batch; a redelivery at or below it is
+// counted and skipped. It returns errGap when a delivery is missing.
+func (in *Ingester) take(b *batch, m *nats.Msg, taken *uint64) error {
+	pos, err := positionOf(m)
+	if err != nil {
+		in.log.Error("ingest: message without JetStream metadata; skipped", "subject", m.Subject, "err", err)
+		return nil
+	}
+	if in.lastCSeq != 0 && pos.consumer != in.lastCSeq+1 {
+		return errGap
+	}
+	in.lastCSeq = pos.consumer
+	b.n++
+	if pos.stream > b.lastSeq {
+		b.lastReply, b.lastSeq = m.Reply, pos.stream
+	}
+	if pos.stream <= *taken {
+		in.redeliv.Add(1)
+		return nil
+	}
+	*taken = pos.stream
+	rec, rerr := in.check(m, pos)
+	if rerr != nil {
+		b.dead = append(b.dead, in.deadLetter(m, pos.stream, rerr))
+		return nil
+	}
+	b.good = append(b.good, Message{Seq: pos.stream, Subject: m.Subject, Record: rec, Received: pos.time()})
+	return nil
 }
 
 // newBatch returns an empty batch with room for about as many messages as
@@ -418,8 +456,8 @@ func (e *deliverError) Error() string { return "ingest: deliver: " + e.err.Error
 func (e *deliverError) Unwrap() error { return e.err }
 
 // handle is the second stage of consume: it delivers the good messages of
-// a batch, waits for its dead letters and acknowledges it.
-func (in *Ingester) handle(ctx context.Context, b *batch) error {
+// a batch, waits for its dead letters and acknowledges it on nc.
+func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
 	if len(b.good) > 0 {
 		if err := in.sink.Deliver(ctx, b.good); err != nil {
 			return &deliverError{err}
@@ -432,18 +470,20 @@ func (in *Ingester) handle(ctx context.Context, b *batch) error {
 	for _, d := range b.dead {
 		in.rejected[in.reasons[d.reason]].Add(1)
 	}
-	if err := b.last.DoubleAck(ctx); err != nil {
-		// The batch was handled; if the ack is lost it is delivered again
-		// and skipped as already handled (or, after a restart, handed over
-		// again: at least once across a crash).
+	// The ack is sent without waiting for the server's reply: the batch
+	// was handled, and an ack that is lost only means redelivery, of
+	// messages skipped as already handled (or, after a restart, replayed
+	// from the checkpoints anyway). Acks leave on the one connection in
+	// the order of the batches, so the server applies them in stream order.
+	if err := ack(nc, b.lastReply); err != nil {
 		in.log.Warn("ingest: ack failed", "seq", b.lastSeq, "err", err)
 	}
 	return nil
 }
 
 // check validates one message against its transport context and decodes it.
-func (in *Ingester) check(m jetstream.Msg, pos position) (telemetry.Record, *telemetry.Error) {
-	data := m.Data()
+func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, *telemetry.Error) {
+	data := m.Data
 	if len(data) > int(in.cfg.MaxMsgSize) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonTooLarge,
 			Err: fmt.Errorf("message of %d bytes exceeds the limit of %d", len(data), in.cfg.MaxMsgSize)}
@@ -456,9 +496,9 @@ func (in *Ingester) check(m jetstream.Msg, pos position) (telemetry.Record, *tel
 		}
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonBadJSON, Err: err}
 	}
-	if token := subjectRollout(m.Subject(), in.cfg.SubjectPrefix); token != rec.Rollout {
+	if token := subjectRollout(m.Subject, in.cfg.SubjectPrefix); token != rec.Rollout {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonSubjectMismatch,
-			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, m.Subject())}
+			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, m.Subject)}
 	}
 	if !in.sink.Known(rec.Rollout) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonUnknownRollout,

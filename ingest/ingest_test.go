@@ -674,3 +674,82 @@ func TestResumeAtReplaysAcknowledged(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineKeepsOrder: many messages through small batches, two pull
+// requests outstanding and a Sink that is sometimes slow: every sequence
+// is delivered once, in stream order, and the last one is acknowledged.
+func TestPipelineKeepsOrder(t *testing.T) {
+	_, js := startJetStream(t)
+	cfg := testConfig()
+	setup(t, js, cfg)
+	const n = 3000
+	for i := range n {
+		subj := fmt.Sprintf("verdict.events.r%d", i%3)
+		if _, err := js.PublishAsync(subj, good(fmt.Sprintf("r%d", i%3), i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publish did not complete")
+	}
+	s := &slowSink{sink: newSink("r0", "r1", "r2")}
+	in := New(js, cfg, s, nil)
+	stop := run(t, in)
+	eventually(t, "all delivered", func() bool { return len(s.delivered()) >= n })
+	eventually(t, "all acknowledged", func() bool {
+		info := consumerInfo(t, js, cfg)
+		return info.AckFloor.Stream == n && info.NumAckPending == 0
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := s.delivered()
+	if len(got) != n {
+		t.Fatalf("delivered %d, want %d", len(got), n)
+	}
+	for i, m := range got {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("delivered[%d].Seq = %d, want %d", i, m.Seq, i+1)
+		}
+	}
+	if st := in.Stats(); st.Accepted != n || st.Redelivered != 0 {
+		t.Fatalf("Stats() = %+v, want %d accepted and no redeliveries", st, n)
+	}
+}
+
+// slowSink sleeps in every seventh Deliver, so batches pile up behind it.
+type slowSink struct {
+	*sink
+	calls int
+}
+
+func (s *slowSink) Deliver(ctx context.Context, msgs []Message) error {
+	if s.calls++; s.calls%7 == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s.sink.Deliver(ctx, msgs)
+}
+
+// TestLive: Live reports true while pull requests are answered (even with
+// no telemetry: each expires after FetchWait), and false once Run stopped.
+func TestLive(t *testing.T) {
+	_, js := startJetStream(t)
+	cfg := testConfig()
+	setup(t, js, cfg)
+	in := New(js, cfg, newSink("r1"), nil)
+	if in.Live() {
+		t.Fatal("Live before Run")
+	}
+	stop := run(t, in)
+	eventually(t, "Live", in.Live)
+	time.Sleep(4 * cfg.FetchWait)
+	if !in.Live() {
+		t.Fatal("not Live while idle and connected")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "not Live after Run returned", func() bool { return !in.Live() })
+}

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 )
 
 // position is where a message stands in the stream and the consumer, read
@@ -19,8 +19,8 @@ type position struct {
 // parses the reply subject as jetstream.Msg.Metadata does (which allocates
 // the whole MsgMetadata, its strings included, for every message) and falls
 // back to Metadata for a subject it does not recognise.
-func positionOf(m jetstream.Msg) (position, error) {
-	if p, ok := parseAckReply(m.Reply()); ok {
+func positionOf(m *nats.Msg) (position, error) {
+	if p, ok := parseAckReply(m.Reply); ok {
 		return p, nil
 	}
 	meta, err := m.Metadata()
