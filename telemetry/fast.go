@@ -292,8 +292,51 @@ func (p *parser) float() (float64, bool) {
 	if !ok {
 		return 0, false
 	}
+	if f, ok := simpleFloat(n); ok {
+		return f, true
+	}
 	f, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(n), len(n)), 64)
 	return f, err == nil
+}
+
+// pow10 holds the powers of ten that a float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// simpleFloat converts a valid JSON number without exponent and with at
+// most 15 digits, the usual latency or value ("12.5"), faster than
+// strconv.ParseFloat and to the same float64: the digits as an integer
+// (below 10^15, exact) divided by a power of ten (exact), which IEEE
+// division rounds correctly. Anything else reports false.
+func simpleFloat(n []byte) (float64, bool) {
+	neg := len(n) > 0 && n[0] == '-'
+	if neg {
+		n = n[1:]
+	}
+	var mant uint64
+	digits, frac, dot := 0, 0, false
+	for _, c := range n {
+		switch {
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if dot {
+				frac++
+			}
+		case c == '.' && !dot:
+			dot = true
+		default:
+			return 0, false // an exponent
+		}
+	}
+	if digits == 0 || digits > 15 {
+		return 0, false
+	}
+	f := float64(mant) / pow10[frac]
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 func (p *parser) int() (int64, bool) {
