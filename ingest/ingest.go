@@ -282,7 +282,9 @@ func (in *Ingester) consume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer pl.close()
+	// A request expires FetchWait after it was sent; the second was sent
+	// at most then.
+	defer pl.close(2*in.cfg.FetchWait + time.Second)
 	gctx, cancel := graceful(ctx, in.cfg.DrainTimeout)
 	defer cancel()
 	work := make(chan *batch)

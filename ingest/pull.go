@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -52,7 +53,7 @@ func newPuller(js jetstream.JetStream, cfg Config) (*puller, error) {
 		return nil, err
 	}
 	if err := p.refill(); err != nil {
-		p.close()
+		_ = p.sub.Unsubscribe()
 		return nil, err
 	}
 	return p, nil
@@ -69,7 +70,33 @@ func (p *puller) refill() error {
 	return nil
 }
 
-func (p *puller) close() { _ = p.sub.Unsubscribe() }
+// close ends the pull: it waits (at most timeout) until the outstanding
+// requests are answered or expired, discarding what they bring, and
+// unsubscribes. No request may outlive its subscription: the server would
+// go on delivering to it, and after a reset (which makes lastCSeq 0) the
+// first delivery lost that way would go unnoticed and be covered by a
+// later AckAll. What is discarded here is neither handled nor
+// acknowledged; Run resets the consumer before it pulls again (or, after
+// shutdown, the next process does).
+func (p *puller) close(timeout time.Duration) {
+	defer func() { _ = p.sub.Unsubscribe() }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for p.pending > 0 {
+		select {
+		case m := <-p.msgs:
+			isStatus, err := p.status(m)
+			switch {
+			case !isStatus:
+				p.pending--
+			case err != nil:
+				p.pending -= min(p.pending, p.batch) // one request ended
+			}
+		case <-t.C:
+			return // the server is gone, or went away
+		}
+	}
+}
 
 // errStatus is a status message that ends the pull: Run sets the consumer
 // up again.
