@@ -282,9 +282,6 @@ func (in *Ingester) consume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// A request expires FetchWait after it was sent; the second was sent
-	// at most then.
-	defer pl.close(2*in.cfg.FetchWait + time.Second)
 	gctx, cancel := graceful(ctx, in.cfg.DrainTimeout)
 	defer cancel()
 	work := make(chan *batch)
@@ -303,6 +300,13 @@ func (in *Ingester) consume(ctx context.Context) error {
 	err = in.receive(ctx, pl, work, stopped)
 	close(work)
 	<-stopped
+	// A request expires FetchWait after it was sent, and the last was sent
+	// at most then; unanswered requests are lost already.
+	wait := 2*in.cfg.FetchWait + time.Second
+	if errors.Is(err, errUnanswered) {
+		wait = 0
+	}
+	pl.close(wait)
 	// What was received but not delivered (a Sink error, a batch
 	// abandoned at shutdown) must not be skipped by the next Run.
 	in.handled = handled
