@@ -29,26 +29,27 @@ type deadLetter struct {
 	fut    jetstream.PubAckFuture // nil when the async publish could not start
 }
 
-// deadLetter starts publishing the rejected message h.
-func (in *Ingester) deadLetter(h received, rerr *telemetry.Error) deadLetter {
-	seq := strconv.FormatUint(h.meta.Sequence.Stream, 10)
-	m := nats.NewMsg(in.cfg.RejectedPrefix + "." + string(rerr.Reason))
-	m.Header.Set(HeaderReason, string(rerr.Reason))
+// deadLetter starts publishing the rejected message m, of stream sequence
+// sseq.
+func (in *Ingester) deadLetter(m *nats.Msg, sseq uint64, rerr *telemetry.Error) deadLetter {
+	seq := strconv.FormatUint(sseq, 10)
+	dl := nats.NewMsg(in.cfg.RejectedPrefix + "." + string(rerr.Reason))
+	dl.Header.Set(HeaderReason, string(rerr.Reason))
 	detail := string(rerr.Reason)
 	if rerr.Err != nil {
 		detail = rerr.Err.Error()
 	}
-	m.Header.Set(HeaderError, headerValue(detail))
-	m.Header.Set(HeaderStreamSeq, seq)
-	m.Header.Set(HeaderSubject, h.msg.Subject())
-	m.Header.Set(jetstream.MsgIDHeader, in.cfg.Stream+"/"+seq)
-	m.Data = h.msg.Data()
-	if len(m.Data) > in.cfg.TruncateRejected {
-		m.Header.Set(HeaderTruncated, strconv.Itoa(len(m.Data)))
-		m.Data = m.Data[:in.cfg.TruncateRejected]
+	dl.Header.Set(HeaderError, headerValue(detail))
+	dl.Header.Set(HeaderStreamSeq, seq)
+	dl.Header.Set(HeaderSubject, m.Subject)
+	dl.Header.Set(jetstream.MsgIDHeader, in.cfg.Stream+"/"+seq)
+	dl.Data = m.Data
+	if len(dl.Data) > in.cfg.TruncateRejected {
+		dl.Header.Set(HeaderTruncated, strconv.Itoa(len(dl.Data)))
+		dl.Data = dl.Data[:in.cfg.TruncateRejected]
 	}
-	d := deadLetter{reason: rerr.Reason, msg: m}
-	fut, err := in.dl.PublishMsgAsync(m)
+	d := deadLetter{reason: rerr.Reason, msg: dl}
+	fut, err := in.dl.PublishMsgAsync(dl)
 	if err == nil {
 		d.fut = fut
 	}

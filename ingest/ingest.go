@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/verdict-dev/verdict/faults"
@@ -57,7 +58,7 @@ type Ingester struct {
 	lastOK atomic.Int64  // unix nanos of the last pull request that ended well
 
 	// Owned by Run.
-	handled  uint64 // highest stream sequence handed over or dead-lettered
+	handled  uint64 // highest stream sequence handed over or dead-lettered (after consume returns)
 	lastCSeq uint64 // consumer sequence of the last message received; 0 after a (re)start
 }
 
@@ -95,8 +96,8 @@ func (in *Ingester) Live() bool {
 	return t != 0 && time.Since(time.Unix(0, t)) < 3*in.cfg.FetchWait
 }
 
-// Run consumes telemetry until ctx is done, then finishes the batch in hand
-// (for at most DrainTimeout) and returns nil. It returns an error when the
+// Run consumes telemetry until ctx is done, then finishes the batches in
+// hand (for at most DrainTimeout) and returns nil. It returns an error when the
 // Sink fails; it retries setting up the consumer (with backoff up to 5s)
 // until it succeeds or ctx is done.
 //
@@ -106,15 +107,16 @@ func (in *Ingester) Live() bool {
 // one ack per batch instead of one per message (about 2.5x the throughput
 // of explicit acks), and it is safe because there is one reader that
 // handles messages in stream order, so everything below the acknowledged
-// message has been handled. Two things could break that, and Run guards
-// against both:
+// message has been handled. The ack is sent without waiting for the
+// server's reply (see consume for how receiving, delivering and acking
+// overlap). Two things could break that, and Run guards against both:
 //
 //   - Messages delivered to a previous process but never handled: on start,
 //     if the consumer has pending acks, Run resets it to its ack floor + 1,
 //     so they are delivered again, first and in order, instead of after
 //     AckWait and after newer messages an AckAll would cover.
-//   - Deliveries lost in flight (a pull request abandoned by the client, a
-//     reconnect): the consumer sequence of each delivery must follow the
+//   - Deliveries lost in flight (pull requests abandoned by the client, a
+//     reconnect, a full subscription channel): the consumer sequence of each delivery must follow the
 //     previous one; on a gap Run acknowledges what it handled before the
 //     gap and resets the consumer the same way.
 //
@@ -125,7 +127,7 @@ func (in *Ingester) Live() bool {
 // messages.
 func (in *Ingester) Run(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
-	cons, err := in.consumer(ctx)
+	_, err := in.consumer(ctx)
 	for err != nil {
 		// No server yet, or a reset that did not go through: the engine
 		// must not run without consuming, so keep trying.
@@ -136,16 +138,18 @@ func (in *Ingester) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		cons, err = in.consumer(ctx)
+		_, err = in.consumer(ctx)
 	}
 	backoff = 50 * time.Millisecond
 	for ctx.Err() == nil {
-		err := in.fetch(ctx, cons)
+		ok := in.lastOK.Load()
+		err := in.consume(ctx)
+		if in.lastOK.Load() != ok {
+			backoff = 50 * time.Millisecond // a pull request went well
+		}
 		var derr *deliverError
 		switch {
 		case err == nil:
-			in.lastOK.Store(time.Now().UnixNano())
-			backoff = 50 * time.Millisecond
 			continue
 		case errors.As(err, &derr):
 			if ctx.Err() != nil {
@@ -167,9 +171,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
-		if c, err := in.consumer(ctx); err == nil {
-			cons = c
-		}
+		_, _ = in.consumer(ctx) // if it fails, the next pull fails too and comes back here
 	}
 	return nil
 }
@@ -246,83 +248,212 @@ func (in *Ingester) reset(ctx context.Context) error {
 	return nil
 }
 
-// received is a message with its parsed metadata.
-type received struct {
-	msg  jetstream.Msg
-	meta *jetstream.MsgMetadata
+// batch is a run of consecutive deliveries, checked, decoded and ready to
+// hand over and acknowledge together.
+type batch struct {
+	good      []Message
+	dead      []deadLetter
+	n         int    // deliveries, redeliveries of handled messages included
+	lastReply string // reply subject of the delivery with the highest stream sequence: its AckAll covers the batch
+	lastSeq   uint64
 }
 
-// fetch runs one pull request: it hands over messages in batches of up to
-// BatchSize, flushing early whenever no further message is waiting, so a
-// trickle of events is not held back until the request expires.
-func (in *Ingester) fetch(ctx context.Context, cons jetstream.Consumer) error {
-	batch, err := cons.Fetch(in.cfg.BatchSize, jetstream.FetchMaxWait(in.cfg.FetchWait))
+// consume runs ingest as a pipeline of two goroutines until ctx is done or
+// something fails:
+//
+//   - this one receives: it keeps pull requests outstanding (puller),
+//     checks the consumer sequence of every delivery, decodes and
+//     validates it, starts the dead letters, and collects batches;
+//   - a handler delivers each batch to the Sink, waits for its dead letters
+//     and acknowledges it.
+//
+// So receiving and decoding overlap with the owners applying the previous
+// batch and with the ack, instead of taking turns with them. The receiver
+// takes whatever has arrived, up to BatchSize, and hands the batch over as
+// soon as nothing more is waiting and the handler is free, or once it is
+// full (then receiving waits: at most two batches are in hand). A trickle
+// of events is therefore handed over at once, and a flood makes full
+// batches. Batches go through one unbuffered channel and the handler takes
+// them one at a time, so they are delivered and acknowledged in stream
+// order, each ack after its own and every earlier batch were applied:
+// what AckAll needs.
+func (in *Ingester) consume(ctx context.Context) error {
+	pl, err := newPuller(in.js, in.cfg)
 	if err != nil {
-		return fmt.Errorf("fetch: %w", err)
-	}
-	msgs := batch.Messages()
-	// The pull request ends at BatchSize messages or when the server
-	// expires it (FetchWait); wait for that so no goroutine outlives Run.
-	defer func() {
-		for range msgs {
-		}
-	}()
-	hand := make([]received, 0, min(in.cfg.BatchSize, 256))
-	flush := func() error {
-		err := in.handle(ctx, hand)
-		hand = hand[:0]
 		return err
 	}
-	for {
-		var m jetstream.Msg
-		var ok bool
-		if len(hand) == 0 {
-			select {
-			case m, ok = <-msgs:
-			case <-ctx.Done():
-				return nil
+	gctx, cancel := graceful(ctx, in.cfg.DrainTimeout)
+	defer cancel()
+	work := make(chan *batch)
+	stopped := make(chan struct{})
+	handled := in.handled
+	var herr error
+	go func() {
+		defer close(stopped)
+		for b := range work {
+			if herr = in.handle(gctx, pl.nc, b); herr != nil {
+				return // the receiver sees stopped
 			}
-		} else {
-			select {
-			case m, ok = <-msgs:
-			default:
-				if err := flush(); err != nil {
-					return err
-				}
-				continue
-			}
+			handled = max(handled, b.lastSeq)
 		}
-		if !ok {
-			if err := flush(); err != nil {
-				return err
-			}
-			if err := batch.Error(); err != nil && ctx.Err() == nil {
-				return fmt.Errorf("fetch: %w", err)
-			}
-			return nil
+	}()
+	err = in.receive(ctx, pl, work, stopped)
+	close(work)
+	<-stopped
+	// A request expires FetchWait after it was sent, and the last was sent
+	// at most then; unanswered requests are lost already.
+	wait := 2*in.cfg.FetchWait + time.Second
+	if errors.Is(err, errUnanswered) {
+		wait = 0
+	}
+	pl.close(wait)
+	// What was received but not delivered (a Sink error, a batch
+	// abandoned at shutdown) must not be skipped by the next Run.
+	in.handled = handled
+	if herr != nil {
+		return herr
+	}
+	return err
+}
+
+// receive is the first stage of consume. It returns nil when ctx is done
+// or the handler stopped, and errGap or a pull error otherwise; it hands
+// over what it collected before returning.
+func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch, stopped <-chan struct{}) error {
+	taken := in.handled // highest stream sequence put into a batch
+	cur := in.newBatch(0)
+	// give hands cur to the handler, waiting until it takes it.
+	give := func() {
+		if cur.n == 0 {
+			return
 		}
-		meta, err := m.Metadata()
-		if err != nil {
-			in.log.Error("ingest: message without JetStream metadata; skipped", "subject", m.Subject(), "err", err)
-			continue
-		}
-		if in.lastCSeq != 0 && meta.Sequence.Consumer != in.lastCSeq+1 {
-			if err := flush(); err != nil {
-				return err
-			}
-			return errGap
-		}
-		in.lastCSeq = meta.Sequence.Consumer
-		hand = append(hand, received{m, meta})
-		if len(hand) >= in.cfg.BatchSize || ctx.Err() != nil {
-			if err := flush(); err != nil {
-				return err
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
+		select {
+		case work <- cur:
+			cur = in.newBatch(len(cur.good))
+		case <-stopped:
 		}
 	}
+	// next handles one message from the subscription: a delivery or a
+	// status.
+	next := func(m *nats.Msg) error {
+		isStatus, err := pl.status(m)
+		if err != nil {
+			return err
+		}
+		if !isStatus {
+			pl.pending--
+			if err := in.take(cur, m, &taken); err != nil {
+				return err
+			}
+		}
+		if pl.pending <= pl.batch {
+			// A request was answered in full or expired: the server is
+			// there and telemetry is being read.
+			in.lastOK.Store(time.Now().UnixNano())
+			return pl.refill()
+		}
+		return nil
+	}
+	// Silence for `unanswered` FetchWaits while waiting for deliveries
+	// means the requests are lost: the server expires each after one.
+	tick := time.NewTicker(in.cfg.FetchWait)
+	defer tick.Stop()
+	heard, silent := false, 0
+	for {
+		if ctx.Err() != nil {
+			give()
+			return nil
+		}
+		// Take what has arrived, up to a full batch, without blocking: a
+		// non-blocking receive costs much less than the select below, and
+		// batches are larger (fewer acks and hand-overs) under load.
+	drain:
+		for cur.n < in.cfg.BatchSize {
+			select {
+			case m := <-pl.msgs:
+				heard = true
+				if err := next(m); err != nil {
+					give()
+					return err
+				}
+			default:
+				break drain
+			}
+		}
+		// Nothing more has arrived, or the batch is full: hand the batch
+		// over as soon as the handler is free, or take the next message.
+		recv, ticks := pl.msgs, tick.C
+		if cur.n >= in.cfg.BatchSize {
+			recv, ticks = nil, nil // full: wait for the handler
+			heard = true           // and do not count this wait as silence
+		}
+		var out chan<- *batch
+		if cur.n > 0 {
+			out = work
+		}
+		select {
+		case m := <-recv:
+			heard = true
+			if err := next(m); err != nil {
+				give()
+				return err
+			}
+		case <-ticks:
+			if heard {
+				heard, silent = false, 0
+			} else if silent++; silent >= unanswered {
+				give()
+				return errUnanswered
+			}
+		case out <- cur:
+			cur = in.newBatch(len(cur.good))
+			heard = true
+		case <-stopped:
+			return nil
+		case <-ctx.Done():
+			give()
+			return nil
+		}
+	}
+}
+
+// take checks the delivery m, decodes it and adds it to b. taken is the
+// highest stream sequence put into a batch; a redelivery at or below it is
+// counted and skipped. It returns errGap when a delivery is missing.
+func (in *Ingester) take(b *batch, m *nats.Msg, taken *uint64) error {
+	pos, err := positionOf(m)
+	if err != nil {
+		in.log.Error("ingest: message without JetStream metadata; skipped", "subject", m.Subject, "err", err)
+		return nil
+	}
+	if in.lastCSeq != 0 && pos.consumer != in.lastCSeq+1 {
+		return errGap
+	}
+	in.lastCSeq = pos.consumer
+	b.n++
+	if pos.stream > b.lastSeq {
+		b.lastReply, b.lastSeq = m.Reply, pos.stream
+	}
+	if pos.stream <= *taken {
+		in.redeliv.Add(1)
+		return nil
+	}
+	*taken = pos.stream
+	rec, rerr := in.check(m, pos)
+	if rerr != nil {
+		b.dead = append(b.dead, in.deadLetter(m, pos.stream, rerr))
+		return nil
+	}
+	b.good = append(b.good, Message{Seq: pos.stream, Subject: m.Subject, Record: rec, Received: pos.time()})
+	return nil
+}
+
+// newBatch returns an empty batch with room for about as many messages as
+// the previous one had: the Sink keeps each batch's slice, so it cannot be
+// reused, and a slice of BatchSize for every batch would cost a light load
+// far more than it needs.
+func (in *Ingester) newBatch(prev int) *batch {
+	return &batch{good: make([]Message, 0, min(max(prev, 16), in.cfg.BatchSize))}
 }
 
 type deliverError struct{ err error }
@@ -330,62 +461,35 @@ type deliverError struct{ err error }
 func (e *deliverError) Error() string { return "ingest: deliver: " + e.err.Error() }
 func (e *deliverError) Unwrap() error { return e.err }
 
-// handle checks a batch, delivers the good messages, dead-letters the bad
-// ones and acknowledges the batch.
-func (in *Ingester) handle(ctx context.Context, hand []received) error {
-	if len(hand) == 0 {
-		return nil
-	}
-	gctx, cancel := graceful(ctx, in.cfg.DrainTimeout)
-	defer cancel()
-
-	good := make([]Message, 0, len(hand))
-	var dead []deadLetter
-	var last jetstream.Msg
-	var lastSeq uint64
-	for _, h := range hand {
-		seq := h.meta.Sequence.Stream
-		if seq > lastSeq {
-			last, lastSeq = h.msg, seq
-		}
-		if seq <= in.handled {
-			in.redeliv.Add(1)
-			continue
-		}
-		rec, err := in.check(h)
-		if err != nil {
-			dead = append(dead, in.deadLetter(h, err))
-			continue
-		}
-		good = append(good, Message{Seq: seq, Subject: h.msg.Subject(), Record: rec, Received: h.meta.Timestamp})
-	}
-	if len(good) > 0 {
-		if err := in.sink.Deliver(gctx, good); err != nil {
+// handle is the second stage of consume: it delivers the good messages of
+// a batch, waits for its dead letters and acknowledges it on nc.
+func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
+	if len(b.good) > 0 {
+		if err := in.sink.Deliver(ctx, b.good); err != nil {
 			return &deliverError{err}
 		}
 	}
-	in.awaitDeadLetters(gctx, dead)
+	in.awaitDeadLetters(ctx, b.dead)
 	faults.At(faults.BeforeAck)
-	if lastSeq > in.handled {
-		in.handled = lastSeq
-	}
-	in.accepted.Add(uint64(len(good)))
+	in.accepted.Add(uint64(len(b.good)))
 	in.batches.Add(1)
-	for _, d := range dead {
+	for _, d := range b.dead {
 		in.rejected[in.reasons[d.reason]].Add(1)
 	}
-	if err := last.DoubleAck(gctx); err != nil {
-		// The batch was handled; if the ack is lost it is delivered again
-		// and skipped as already handled (or, after a restart, handed over
-		// again: at least once across a crash).
-		in.log.Warn("ingest: ack failed", "seq", lastSeq, "err", err)
+	// The ack is sent without waiting for the server's reply: the batch
+	// was handled, and an ack that is lost only means redelivery, of
+	// messages skipped as already handled (or, after a restart, replayed
+	// from the checkpoints anyway). Acks leave on the one connection in
+	// the order of the batches, so the server applies them in stream order.
+	if err := ack(nc, b.lastReply); err != nil {
+		in.log.Warn("ingest: ack failed", "seq", b.lastSeq, "err", err)
 	}
 	return nil
 }
 
 // check validates one message against its transport context and decodes it.
-func (in *Ingester) check(h received) (telemetry.Record, *telemetry.Error) {
-	data := h.msg.Data()
+func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, *telemetry.Error) {
+	data := m.Data
 	if len(data) > int(in.cfg.MaxMsgSize) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonTooLarge,
 			Err: fmt.Errorf("message of %d bytes exceeds the limit of %d", len(data), in.cfg.MaxMsgSize)}
@@ -398,16 +502,16 @@ func (in *Ingester) check(h received) (telemetry.Record, *telemetry.Error) {
 		}
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonBadJSON, Err: err}
 	}
-	if token := subjectRollout(h.msg.Subject(), in.cfg.SubjectPrefix); token != rec.Rollout {
+	if token := subjectRollout(m.Subject, in.cfg.SubjectPrefix); token != rec.Rollout {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonSubjectMismatch,
-			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, h.msg.Subject())}
+			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, m.Subject)}
 	}
 	if !in.sink.Known(rec.Rollout) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonUnknownRollout,
 			Err: fmt.Errorf("no rollout %q", rec.Rollout)}
 	}
 	if rec.Time.IsZero() {
-		rec.Time = h.meta.Timestamp.UTC()
+		rec.Time = pos.time().UTC()
 	}
 	return rec, nil
 }

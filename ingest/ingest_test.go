@@ -575,9 +575,18 @@ func TestGapInDeliveriesResets(t *testing.T) {
 	}
 	publish(t, js, "verdict.events.r1", good("r1", 5)) // seq 6: the Ingester holds it in Deliver
 	<-s.called
-	eventually(t, "the Ingester's pull request to expire", func() bool { return consumerInfo(t, js, cfg).NumWaiting == 0 })
+	// Fill the Ingester's next batch (seq 7 .. 6+BatchSize): with one
+	// batch in Deliver and a full one waiting, it stops pulling.
+	last := 6 + cfg.BatchSize
+	for i := 6; i < last; i++ {
+		publish(t, js, "verdict.events.r1", good("r1", i))
+	}
+	eventually(t, "the Ingester to stop pulling", func() bool {
+		info := consumerInfo(t, js, cfg)
+		return info.NumWaiting == 0 && info.NumAckPending == 1+cfg.BatchSize
+	})
 
-	publish(t, js, "verdict.events.r1", good("r1", 6)) // seq 7: taken by a stray reader
+	publish(t, js, "verdict.events.r1", good("r1", last)) // taken by a stray reader
 	cons, err := js.Consumer(ctx, cfg.Stream, cfg.Consumer)
 	if err != nil {
 		t.Fatal(err)
@@ -589,31 +598,32 @@ func TestGapInDeliveriesResets(t *testing.T) {
 	var strayMsgs int
 	for m := range stray.Messages() {
 		strayMsgs++
-		if md, _ := m.Metadata(); md.Sequence.Stream != 7 {
-			t.Fatalf("stray reader got stream seq %d, want 7", md.Sequence.Stream)
+		if md, _ := m.Metadata(); md.Sequence.Stream != uint64(last+1) {
+			t.Fatalf("stray reader got stream seq %d, want %d", md.Sequence.Stream, last+1)
 		}
 	}
 	if strayMsgs != 1 {
 		t.Fatalf("stray reader got %d messages, want 1", strayMsgs)
 	}
-	publish(t, js, "verdict.events.r1", good("r1", 7)) // seq 8
+	publish(t, js, "verdict.events.r1", good("r1", last+1))
 	close(gate)
 
-	eventually(t, "all eight delivered", func() bool { return len(s.delivered()) >= 8 })
+	want := last + 2
+	eventually(t, "all delivered", func() bool { return len(s.delivered()) >= want })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	got := s.delivered()
-	if len(got) != 8 {
-		t.Fatalf("delivered %d messages, want 8", len(got))
+	if len(got) != want {
+		t.Fatalf("delivered %d messages, want %d", len(got), want)
 	}
 	for i, m := range got {
 		if m.Seq != uint64(i+1) {
 			t.Fatalf("delivered[%d].Seq = %d, want %d", i, m.Seq, i+1)
 		}
 	}
-	if info := consumerInfo(t, js, cfg); info.AckFloor.Stream != 8 || info.NumAckPending != 0 {
-		t.Fatalf("AckFloor = %d, NumAckPending = %d, want 8 and 0", info.AckFloor.Stream, info.NumAckPending)
+	if info := consumerInfo(t, js, cfg); info.AckFloor.Stream != uint64(want) || info.NumAckPending != 0 {
+		t.Fatalf("AckFloor = %d, NumAckPending = %d, want %d and 0", info.AckFloor.Stream, info.NumAckPending, want)
 	}
 }
 
@@ -663,4 +673,83 @@ func TestResumeAtReplaysAcknowledged(t *testing.T) {
 			t.Errorf("ResumeAt(%d): delivered %v, want %v", tc.resume, got, tc.want)
 		}
 	}
+}
+
+// TestPipelineKeepsOrder: many messages through small batches, two pull
+// requests outstanding and a Sink that is sometimes slow: every sequence
+// is delivered once, in stream order, and the last one is acknowledged.
+func TestPipelineKeepsOrder(t *testing.T) {
+	_, js := startJetStream(t)
+	cfg := testConfig()
+	setup(t, js, cfg)
+	const n = 3000
+	for i := range n {
+		subj := fmt.Sprintf("verdict.events.r%d", i%3)
+		if _, err := js.PublishAsync(subj, good(fmt.Sprintf("r%d", i%3), i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publish did not complete")
+	}
+	s := &slowSink{sink: newSink("r0", "r1", "r2")}
+	in := New(js, cfg, s, nil)
+	stop := run(t, in)
+	eventually(t, "all delivered", func() bool { return len(s.delivered()) >= n })
+	eventually(t, "all acknowledged", func() bool {
+		info := consumerInfo(t, js, cfg)
+		return info.AckFloor.Stream == n && info.NumAckPending == 0
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := s.delivered()
+	if len(got) != n {
+		t.Fatalf("delivered %d, want %d", len(got), n)
+	}
+	for i, m := range got {
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("delivered[%d].Seq = %d, want %d", i, m.Seq, i+1)
+		}
+	}
+	if st := in.Stats(); st.Accepted != n || st.Redelivered != 0 {
+		t.Fatalf("Stats() = %+v, want %d accepted and no redeliveries", st, n)
+	}
+}
+
+// slowSink sleeps in every seventh Deliver, so batches pile up behind it.
+type slowSink struct {
+	*sink
+	calls int
+}
+
+func (s *slowSink) Deliver(ctx context.Context, msgs []Message) error {
+	if s.calls++; s.calls%7 == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s.sink.Deliver(ctx, msgs)
+}
+
+// TestLive: Live reports true while pull requests are answered (even with
+// no telemetry: each expires after FetchWait), and false once Run stopped.
+func TestLive(t *testing.T) {
+	_, js := startJetStream(t)
+	cfg := testConfig()
+	setup(t, js, cfg)
+	in := New(js, cfg, newSink("r1"), nil)
+	if in.Live() {
+		t.Fatal("Live before Run")
+	}
+	stop := run(t, in)
+	eventually(t, "Live", in.Live)
+	time.Sleep(4 * cfg.FetchWait)
+	if !in.Live() {
+		t.Fatal("not Live while idle and connected")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "not Live after Run returned", func() bool { return !in.Live() })
 }

@@ -11,9 +11,34 @@ import (
 	"github.com/verdict-dev/verdict/analyzer"
 )
 
-// wireEvent is the union of the single and batch forms. Pointers tell an
-// absent field from a zero one where that matters.
+// wireEvent is the union of the single and batch forms, as both decoders
+// fill it. Presence flags tell an absent (or null) field from a zero one
+// where that matters; they are plain values, not pointers, so that the
+// fast path allocates nothing for them.
 type wireEvent struct {
+	Rollout, Variant, Time, ID, Unit string
+
+	LatencyMs  float64
+	HasLatency bool
+	Status     int64
+	HasStatus  bool
+	Error      bool
+	HasError   bool
+	Values     json.RawMessage // encoding/json path only
+	Count      int64
+	HasCount   bool
+	Errors     int64
+	HasErrors  bool
+	Latency    *wireLatency
+
+	// Set by fastUnmarshal instead of Values.
+	fastHasValues bool
+	fastValues    map[string]float64
+}
+
+// jsonEvent is wireEvent as encoding/json fills it: pointers tell an
+// absent field from a zero one.
+type jsonEvent struct {
 	Rollout   string          `json:"rollout"`
 	Variant   string          `json:"variant"`
 	Time      string          `json:"time"`
@@ -26,10 +51,28 @@ type wireEvent struct {
 	Count     *int64          `json:"count"`
 	Errors    *int64          `json:"errors"`
 	Latency   *wireLatency    `json:"latency"`
+}
 
-	// Set by fastUnmarshal instead of Values.
-	fastHasValues bool
-	fastValues    map[string]float64
+// wire converts j.
+func (j *jsonEvent) wire() wireEvent {
+	w := wireEvent{Rollout: j.Rollout, Variant: j.Variant, Time: j.Time, ID: j.ID, Unit: j.Unit,
+		Values: j.Values, Latency: j.Latency}
+	if j.LatencyMs != nil {
+		w.LatencyMs, w.HasLatency = *j.LatencyMs, true
+	}
+	if j.Status != nil {
+		w.Status, w.HasStatus = *j.Status, true
+	}
+	if j.Error != nil {
+		w.Error, w.HasError = *j.Error, true
+	}
+	if j.Count != nil {
+		w.Count, w.HasCount = *j.Count, true
+	}
+	if j.Errors != nil {
+		w.Errors, w.HasErrors = *j.Errors, true
+	}
+	return w
 }
 
 type wireLatency struct {
@@ -60,18 +103,24 @@ func decode(data []byte, fast bool) (Record, error) {
 	if !utf8.Valid(data) {
 		return Record{}, reject(ReasonBadEncoding, "message is not valid UTF-8")
 	}
+	// w stays on the stack: the fallback decodes into its own jsonEvent.
 	var w wireEvent
-	if !fast || !fastUnmarshal(data, &w) {
-		w = wireEvent{}
-		if err := json.Unmarshal(data, &w); err != nil {
+	if fast && fastUnmarshal(data, &w) {
+		// The fast path leaves rollout, id and unit aliasing data; the
+		// Record must own them.
+		w.own()
+	} else {
+		var j jsonEvent
+		if err := json.Unmarshal(data, &j); err != nil {
 			return Record{}, reject(ReasonBadJSON, "%s", jsonDetail(err))
 		}
+		w = j.wire()
 	}
 	r := Record{Rollout: w.Rollout, ID: w.ID}
 	if err := w.header(&r); err != nil {
 		return Record{}, err
 	}
-	if w.Count != nil {
+	if w.HasCount {
 		return r, w.batch(&r)
 	}
 	return r, w.single(&r)
@@ -122,7 +171,7 @@ func (w *wireEvent) header(r *Record) error {
 }
 
 func (w *wireEvent) single(r *Record) error {
-	if w.Errors != nil || w.Latency != nil {
+	if w.HasErrors || w.Latency != nil {
 		return reject(ReasonMissingField, "count is missing: errors and latency belong to the batch form")
 	}
 	if len(w.Unit) > MaxIDLen {
@@ -130,29 +179,30 @@ func (w *wireEvent) single(r *Record) error {
 	}
 	o := &r.Single
 	o.Variant = r.Variant
-	if w.LatencyMs != nil {
-		ms := *w.LatencyMs
+	if w.HasLatency {
+		ms := w.LatencyMs
 		if !(ms >= 0 && ms <= MaxLatencyMs) { // also catches NaN, which JSON cannot carry anyway
 			return reject(ReasonBadValue, "latency_ms %g is outside [0, %g]", ms, float64(MaxLatencyMs))
 		}
 		o.HasLatency = true
 		o.LatencyMs = math.Max(ms, MinLatencyMs)
 	}
-	if w.Status != nil {
-		if s := *w.Status; s < 100 || s > 599 {
+	if w.HasStatus {
+		if s := w.Status; s < 100 || s > 599 {
 			return reject(ReasonBadValue, "status %d is not an HTTP status", s)
 		}
 		o.HasOutcome = true
-		o.Error = *w.Status >= 500
+		o.Error = w.Status >= 500
 	}
-	if w.Error != nil {
+	if w.HasError {
 		o.HasOutcome = true
-		o.Error = *w.Error
+		o.Error = w.Error
 	}
 	vals := w.fastValues
 	if !w.fastHasValues && len(w.Values) > 0 && !bytes.Equal(w.Values, null) {
-		if err := json.Unmarshal(w.Values, &vals); err != nil {
-			return reject(ReasonBadJSON, "values: %s", jsonDetail(err))
+		var err error
+		if vals, err = unmarshalValues(w.Values); err != nil {
+			return err
 		}
 	}
 	if vals != nil {
@@ -179,17 +229,27 @@ func (w *wireEvent) single(r *Record) error {
 	return nil
 }
 
+// unmarshalValues decodes a single event's values with encoding/json. It is
+// a function of its own so that only its map variable escapes to the heap.
+func unmarshalValues(raw json.RawMessage) (map[string]float64, error) {
+	var vals map[string]float64
+	if err := json.Unmarshal(raw, &vals); err != nil {
+		return nil, reject(ReasonBadJSON, "values: %s", jsonDetail(err))
+	}
+	return vals, nil
+}
+
 func (w *wireEvent) batch(r *Record) error {
-	if w.LatencyMs != nil || w.Status != nil || w.Error != nil {
+	if w.HasLatency || w.HasStatus || w.HasError {
 		return reject(ReasonBadJSON, "latency_ms, status and error belong to the single form, not a batch (count is set)")
 	}
-	count := *w.Count
+	count := w.Count
 	if count < 1 {
 		return reject(ReasonBadValue, "count %d is not positive", count)
 	}
 	b := &BatchRecord{Batch: analyzer.Batch{Variant: r.Variant, Requests: count}}
-	if w.Errors != nil {
-		b.Errors = *w.Errors
+	if w.HasErrors {
+		b.Errors = w.Errors
 	}
 	if b.Errors < 0 || b.Errors > count {
 		return reject(ReasonBadValue, "errors %d is outside [0, count=%d]", b.Errors, count)

@@ -250,3 +250,28 @@ func TestUnitHashStable(t *testing.T) {
 		t.Errorf("UnitHash(\"\") = %#x, want 0", got)
 	}
 }
+
+// TestDecodeOwnsStrings: the fast path parses strings in place; the
+// Record it returns must not share memory with the message, which the
+// transport reuses.
+func TestDecodeOwnsStrings(t *testing.T) {
+	for _, in := range []string{string(benchSingle), string(benchSingleValues),
+		`{"rollout":"r-77","variant":"canary","status":200,"unit":"u-1"}`,
+		`{"rollout":"r-77","variant":"canary","status":200,"id":"i-1"}`} {
+		data := []byte(in)
+		r, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := Decode([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range data {
+			data[i] = 'X'
+		}
+		if !reflect.DeepEqual(r, want) {
+			t.Fatalf("after overwriting the message: %+v, want %+v", r, want)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package telemetry
 
 import (
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -13,7 +15,9 @@ import (
 // encoding/json, which then defines the result, including the error. A
 // differential fuzz test holds the two decoders equal where this one answers.
 //
-// data must be valid UTF-8. Strings are copied out of data.
+// data must be valid UTF-8. The string fields of w alias data (no copy):
+// the caller must call w.own before a Record keeps them. Value names are
+// interned.
 func fastUnmarshal(data []byte, w *wireEvent) bool {
 	p := parser{b: data}
 	if !p.byte('{') {
@@ -54,11 +58,11 @@ func (w *wireEvent) setNull(key []byte) bool {
 	switch string(key) {
 	case "rollout", "variant", "time", "id", "unit":
 	case "latency_ms":
-		w.LatencyMs = nil
+		w.LatencyMs, w.HasLatency = 0, false
 	case "status":
-		w.Status = nil
+		w.Status, w.HasStatus = 0, false
 	case "error":
-		w.Error = nil
+		w.Error, w.HasError = false, false
 	case "values":
 		w.fastValues, w.Values = nil, nil
 	default:
@@ -71,50 +75,88 @@ func (w *wireEvent) set(p *parser, key []byte) bool {
 	switch string(key) {
 	case "rollout":
 		return p.strInto(&w.Rollout)
-	case "variant", "time":
-		// Not retained past Decode (only parsed or quoted into an error),
-		// so they may alias data.
-		s, ok := p.str()
-		if ok {
-			v := unsafe.String(unsafe.SliceData(s), len(s))
-			if key[0] == 'v' {
-				w.Variant = v
-			} else {
-				w.Time = v
-			}
-		}
-		return ok
+	case "variant":
+		return p.strInto(&w.Variant)
+	case "time":
+		return p.strInto(&w.Time)
 	case "id":
 		return p.strInto(&w.ID)
 	case "unit":
 		return p.strInto(&w.Unit)
 	case "latency_ms":
-		f, ok := p.float()
-		if ok {
-			w.LatencyMs = &f
-		}
-		return ok
+		w.LatencyMs, w.HasLatency = p.float()
+		return w.HasLatency
 	case "status":
-		n, ok := p.int()
-		if ok {
-			w.Status = &n
-		}
-		return ok
+		w.Status, w.HasStatus = p.int()
+		return w.HasStatus
 	case "error":
-		var b bool
 		switch {
 		case p.lit("true"):
-			b = true
+			w.Error = true
 		case p.lit("false"):
+			w.Error = false
 		default:
 			return false
 		}
-		w.Error = &b
+		w.HasError = true
 		return true
 	case "values":
 		return p.values(w)
 	}
 	return false
+}
+
+// own replaces the strings a Record keeps (rollout, id, unit), which
+// fastUnmarshal left aliasing the message, by copies: the rollout from the
+// intern table, id and unit in one allocation for both. Variant and time
+// are only parsed or quoted into errors, so they may keep aliasing data.
+func (w *wireEvent) own() {
+	w.Rollout = intern(w.Rollout)
+	switch {
+	case w.ID == "" && w.Unit == "":
+	case w.Unit == "":
+		w.ID = strings.Clone(w.ID)
+	case w.ID == "":
+		w.Unit = strings.Clone(w.Unit)
+	default:
+		var b strings.Builder
+		b.Grow(len(w.ID) + len(w.Unit))
+		b.WriteString(w.ID)
+		b.WriteString(w.Unit)
+		s := b.String()
+		w.ID, w.Unit = s[:len(w.ID)], s[len(w.ID):]
+	}
+}
+
+// internSlots caches recently seen short strings (rollout ids, value
+// names: few distinct values, one per message), so decoding them allocates
+// nothing. A slot holds the last string that hashed to it; a miss allocates
+// and replaces it. Lock-free and bounded: at most internSlots strings of at
+// most internMaxLen bytes stay alive.
+const (
+	internSlots  = 1024
+	internMaxLen = 64
+)
+
+var internTable [internSlots]atomic.Pointer[string]
+
+// intern returns a string equal to s that does not alias s's memory.
+func intern(s string) string {
+	if len(s) > internMaxLen {
+		return strings.Clone(s)
+	}
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	slot := &internTable[h%internSlots]
+	if p := slot.Load(); p != nil && *p == s {
+		return *p
+	}
+	c := strings.Clone(s)
+	slot.Store(&c)
+	return c
 }
 
 type parser struct {
@@ -170,23 +212,35 @@ func (p *parser) str() ([]byte, bool) {
 		return nil, false
 	}
 	start := p.i
-	for ; p.i < len(p.b); p.i++ {
-		switch c := p.b[p.i]; {
-		case c == '"':
-			s := p.b[start:p.i]
-			p.i++
-			return s, true
-		case c == '\\' || c < 0x20:
-			return nil, false
+	// One table lookup per byte: this loop runs over every key and string
+	// of every event.
+	for i, c := range p.b[start:] {
+		if plainStringByte[c] {
+			continue
 		}
+		if c != '"' {
+			return nil, false // an escape or a control character
+		}
+		p.i = start + i + 1
+		return p.b[start : start+i], true
 	}
 	return nil, false
 }
 
+// plainStringByte tells the bytes that stand for themselves inside a JSON
+// string: all but the quote, the backslash and control characters.
+var plainStringByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// strInto sets *dst to a string that aliases the message (see own).
 func (p *parser) strInto(dst *string) bool {
 	s, ok := p.str()
 	if ok {
-		*dst = string(s)
+		*dst = unsafe.String(unsafe.SliceData(s), len(s))
 	}
 	return ok
 }
@@ -238,8 +292,51 @@ func (p *parser) float() (float64, bool) {
 	if !ok {
 		return 0, false
 	}
+	if f, ok := simpleFloat(n); ok {
+		return f, true
+	}
 	f, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(n), len(n)), 64)
 	return f, err == nil
+}
+
+// pow10 holds the powers of ten that a float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
+
+// simpleFloat converts a valid JSON number without exponent and with at
+// most 15 digits, the usual latency or value ("12.5"), faster than
+// strconv.ParseFloat and to the same float64: the digits as an integer
+// (below 10^15, exact) divided by a power of ten (exact), which IEEE
+// division rounds correctly. Anything else reports false.
+func simpleFloat(n []byte) (float64, bool) {
+	neg := len(n) > 0 && n[0] == '-'
+	if neg {
+		n = n[1:]
+	}
+	var mant uint64
+	digits, frac, dot := 0, 0, false
+	for _, c := range n {
+		switch {
+		case c >= '0' && c <= '9':
+			mant = mant*10 + uint64(c-'0')
+			digits++
+			if dot {
+				frac++
+			}
+		case c == '.' && !dot:
+			dot = true
+		default:
+			return 0, false // an exponent
+		}
+	}
+	if digits == 0 || digits > 15 {
+		return 0, false
+	}
+	f := float64(mant) / pow10[frac]
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 func (p *parser) int() (int64, bool) {
@@ -273,7 +370,7 @@ func (p *parser) values(w *wireEvent) bool {
 		if !ok {
 			return false
 		}
-		m[string(k)] = f
+		m[intern(unsafe.String(unsafe.SliceData(k), len(k)))] = f
 		switch p.next() {
 		case ',':
 		case '}':

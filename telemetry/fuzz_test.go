@@ -2,9 +2,12 @@ package telemetry
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -95,4 +98,49 @@ func TestFastPathAnswers(t *testing.T) {
 			t.Errorf("fastUnmarshal(%s) answered, want fallback", in)
 		}
 	}
+}
+
+// TestSimpleFloat: the fast float conversion gives ParseFloat's result
+// wherever it answers, and answers for the usual shapes.
+func TestSimpleFloat(t *testing.T) {
+	for _, in := range []string{"0", "-0", "1", "12.5", "0.001", "3.1", "123456789012345", "0.123456789012345",
+		"9999999.99999999", "-42.125", "5.75", "1e7", "1.5e2", "1234567890123456", "0.1000000000000000",
+		"100.00", "7", "0.0000000000000000000001"} {
+		want, err := strconv.ParseFloat(in, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := simpleFloat([]byte(in))
+		if !ok {
+			if !strings.ContainsAny(in, "eE") && len(strings.Trim(in, "-.")) <= 15 {
+				t.Errorf("simpleFloat(%s) did not answer", in)
+			}
+			continue
+		}
+		if math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("simpleFloat(%s) = %v, ParseFloat = %v", in, got, want)
+		}
+	}
+}
+
+// FuzzSimpleFloat holds simpleFloat equal to strconv.ParseFloat.
+func FuzzSimpleFloat(f *testing.F) {
+	for _, s := range []string{"12.5", "-0.001", "123456789012345", "0.5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p := parser{b: []byte(s)}
+		n, ok := p.number()
+		if !ok || p.i != len(s) {
+			return // not a JSON number
+		}
+		got, ok := simpleFloat(n)
+		if !ok {
+			return
+		}
+		want, err := strconv.ParseFloat(string(n), 64)
+		if err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("simpleFloat(%s) = %v, ParseFloat = %v, %v", s, got, want, err)
+		}
+	})
 }
