@@ -25,10 +25,11 @@ test:
 	$(MAKE) fuzz FUZZTIME=10s
 
 FUZZTIME ?= 30s
-## fuzz: run every decoder's fuzz target (policies, telemetry, analyzer and engine checkpoints, route entries) for FUZZTIME each.
+## fuzz: run every decoder's fuzz target (policies, telemetry and its number parser, analyzer and engine checkpoints, route entries) for FUZZTIME each.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./telemetry
+	$(GO) test -run '^$$' -fuzz '^FuzzSimpleFloat$$' -fuzztime $(FUZZTIME) ./telemetry
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshalBinary$$' -fuzztime $(FUZZTIME) ./analyzer
 	$(GO) test -run '^$$' -fuzz '^FuzzUnmarshalState$$' -fuzztime $(FUZZTIME) ./engine
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRoute$$' -fuzztime $(FUZZTIME) ./router
