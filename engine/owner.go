@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/verdict-dev/verdict/faults"
@@ -9,12 +10,35 @@ import (
 	"github.com/verdict-dev/verdict/policy"
 )
 
-// delivery is a run of one rollout's messages, in stream order; done is
-// called once the owner has applied all of them.
+// delivery is a run of one rollout's messages: msgs[idx[0]], msgs[idx[1]],
+// ... in stream order. msgs is the whole batch of a Deliver call, shared
+// read-only by every owner it reaches. The owner calls b.ownerDone once it
+// has applied all of them.
 type delivery struct {
 	msgs []ingest.Message
-	done func()
+	idx  []int32
+	b    *batch
 }
+
+// batch counts the owners that still have to apply their part of one
+// Deliver call; the last one closes done. (One counter and one channel per
+// call, instead of a WaitGroup and a goroutine waiting on it.)
+type batch struct {
+	pending atomic.Int32
+	done    chan struct{}
+}
+
+func (b *batch) ownerDone() {
+	if b.pending.Add(-1) == 0 {
+		close(b.done)
+	}
+}
+
+// What the engine's clock asks of an owner (owner.want).
+const (
+	wantIdle       uint32 = 1 << iota // no telemetry for IdleAfter: Advance to the wall clock
+	wantCheckpoint                    // write a checkpoint now (the engine's rate budget allows it)
+)
 
 // owner is the one goroutine that owns a rollout's Machine. Everything that
 // changes the rollout goes through its inbox or spec channel.
@@ -27,12 +51,25 @@ type owner struct {
 	cancel  context.CancelFunc
 	stopped chan struct{} // closed when run returns
 
-	streamSeq    uint64    // last telemetry stream sequence applied
-	savedSeq     uint64    // stream sequence of the last checkpoint written
-	lastData     time.Time // when the last telemetry came (time.Now: operational, not rollout time)
-	lastSave     time.Time // when the last checkpoint was written (time.Now)
-	dirty        bool      // state changed since the last checkpoint
-	pendingSends int       // Deliver calls holding this owner; guarded by e.mu
+	streamSeq uint64 // last telemetry stream sequence applied
+
+	// The engine's clock reads these to decide which owners to wake (see
+	// Engine.clock); only the owner writes them. Times are Engine.mono.
+	savedSeq atomic.Uint64 // stream sequence of the last checkpoint written
+	lastData atomic.Int64  // when the last telemetry came (operational, not rollout time)
+	lastSave atomic.Int64  // when the last checkpoint was written
+	dirty    atomic.Bool   // state changed since the last checkpoint
+
+	// want and nudge are how the clock wakes the owner: it sets bits in
+	// want, then sends on nudge (capacity 1, so a busy owner is nudged once).
+	want  atomic.Uint32
+	nudge chan struct{}
+
+	pendingSends atomic.Int32 // Deliver calls holding this owner (raised under e.mu)
+	// Deliver's grouping scratch, guarded by e.mu: the owner's group in
+	// the Deliver call numbered dgen.
+	dgen   uint64
+	dgroup int32
 }
 
 func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
@@ -44,8 +81,18 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 		e: e, id: spec.Rollout, m: m,
 		inbox:   make(chan delivery, e.opts.QueueLen),
 		spec:    make(chan Spec, 1),
+		nudge:   make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 	}, nil
+}
+
+// poke asks the owner to do w soon; it never blocks.
+func (o *owner) poke(w uint32) {
+	o.want.Or(w)
+	select {
+	case o.nudge <- struct{}{}:
+	default:
+	}
 }
 
 // setSpec passes new desired state to the owner; only the newest counts.
@@ -77,22 +124,22 @@ func (o *owner) run(ctx context.Context) {
 		log.Error("cannot restore rollout", "err", err)
 		return
 	}
-	ticker := time.NewTicker(time.Second)
-	defer ticker.Stop()
+	// No timer of its own: the engine's clock nudges the owner when it is
+	// idle or due a checkpoint, so 10,000 rollouts cost one ticker.
 	for !o.m.State().Terminal() {
 		select {
 		case d := <-o.inbox:
 			o.handle(ctx, d)
 		case s := <-o.spec:
 			o.applySpec(ctx, s)
-		case <-ticker.C:
-			o.idle(ctx)
+		case <-o.nudge:
+			o.tick(ctx)
 		case <-ctx.Done():
 			o.finish()
 			return
 		}
 	}
-	o.checkpoint(ctx, true)
+	o.checkpoint(ctx)
 	o.retire(ctx)
 }
 
@@ -108,9 +155,10 @@ func (o *owner) restore(ctx context.Context) error {
 	if found {
 		seq, err := o.m.UnmarshalState(data)
 		if err == nil {
-			o.streamSeq, o.savedSeq = seq, seq
+			o.streamSeq = seq
+			o.savedSeq.Store(seq)
 			o.e.opts.Log.Info("rollout restored from checkpoint", "rollout", o.id, "seq", o.m.seq, "streamSeq", seq)
-			o.lastData = time.Now()
+			o.lastData.Store(o.e.mono())
 			return o.applySpecFlags(ctx, o.m.Spec(), now)
 		}
 		o.e.opts.Log.Warn("checkpoint unusable, resuming from route", "rollout", o.id, "err", err)
@@ -119,22 +167,35 @@ func (o *owner) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	o.lastData = time.Now()
+	o.lastData.Store(o.e.mono())
 	if found {
 		o.m.ResumeFrom(r, now)
 		o.e.opts.Log.Info("rollout resumed from route", "rollout", o.id, "step", r.Step, "seq", r.Seq)
-		o.dirty = true
+		o.dirty.Store(true)
 		return o.applySpecFlags(ctx, o.m.Spec(), now)
 	}
+	// The start decision is checkpointed like any other, so a restart
+	// finds the rollout's analysis, not only its route.
+	o.dirty.Store(true)
 	if err := o.apply(ctx, o.m.Start(now)); err != nil {
 		return err
 	}
 	return o.applySpecFlags(ctx, o.m.Spec(), now)
 }
 
+// handle applies a delivery. It does not checkpoint (unless a decision
+// forces it): the engine's clock asks for checkpoints within its rate
+// budget, so Deliver never waits for a KV write.
 func (o *owner) handle(ctx context.Context, d delivery) {
-	defer d.done()
-	for i := range d.msgs {
+	defer d.b.ownerDone()
+	changed := false
+	defer func() {
+		if changed {
+			o.dirty.Store(true)
+		}
+		o.lastData.Store(o.e.mono())
+	}()
+	for _, i := range d.idx {
 		msg := &d.msgs[i]
 		if msg.Seq != 0 && msg.Seq <= o.streamSeq {
 			continue // already included in the restored checkpoint
@@ -154,15 +215,15 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 		if msg.Seq > o.streamSeq {
 			o.streamSeq = msg.Seq
 		}
-		o.dirty = true
+		changed = true
 		if len(ds) > 0 {
+			o.dirty.Store(true)
 			if err := o.apply(ctx, ds); err != nil {
 				return
 			}
+			changed = false // apply checkpointed everything so far
 		}
 	}
-	o.lastData = time.Now()
-	o.checkpoint(ctx, false)
 }
 
 func (o *owner) applySpec(ctx context.Context, s Spec) {
@@ -187,31 +248,30 @@ func (o *owner) applySpecFlags(ctx context.Context, s Spec, now time.Time) error
 	if len(ds) == 0 {
 		return nil
 	}
-	o.dirty = true
+	o.dirty.Store(true)
 	return o.apply(ctx, ds)
 }
 
-// idle follows the wall clock when no telemetry arrives, so steps of a
-// silent rollout still time out, and checkpoints a changed state.
-func (o *owner) idle(ctx context.Context) {
-	if live := o.e.opts.Live; live != nil && !live() {
-		// Telemetry cannot be read: silence says nothing about the
-		// canary, so the clock waits; IdleAfter counts from the outage's end.
-		o.lastData = time.Now()
-	}
-	if time.Since(o.lastData) >= o.e.opts.IdleAfter {
+// tick does what the engine's clock asked for. wantIdle: no telemetry for
+// IdleAfter while telemetry can be read, so the rollout's clock follows the
+// wall clock and steps of a silent rollout still time out. wantCheckpoint:
+// the state changed, or the delivered watermark moved past the last
+// checkpoint (a rollout without telemetry of its own must not hold back
+// where the next start resumes consuming).
+func (o *owner) tick(ctx context.Context) {
+	w := o.want.Swap(0)
+	if w&wantIdle != 0 {
 		if ds := o.m.Advance(o.e.opts.Now()); len(ds) > 0 {
-			o.dirty = true
+			o.dirty.Store(true)
 			_ = o.apply(ctx, ds)
 		}
 	}
-	// A rollout without telemetry of its own still moves its checkpoint
-	// to the delivered watermark now and then, so that it does not hold
-	// back where the next start resumes consuming.
-	if !o.dirty && o.e.watermark.Load() > o.savedSeq && time.Since(o.lastSave) >= 10*o.e.opts.CheckpointEvery {
-		o.dirty = true
+	if w&wantCheckpoint != 0 {
+		if o.e.watermark.Load() > o.savedSeq.Load() {
+			o.dirty.Store(true)
+		}
+		o.checkpoint(ctx)
 	}
-	o.checkpoint(ctx, false)
 }
 
 // apply publishes decisions in order, retrying until each is applied or
@@ -237,15 +297,15 @@ func (o *owner) apply(ctx context.Context, ds []Decision) error {
 		o.e.opts.Log.Info("decision", "rollout", o.id, "seq", d.Seq, "action", d.Action.String(),
 			"step", d.Step, "weight", d.Weight, "reason", d.Reason)
 	}
-	o.checkpoint(ctx, true)
+	o.checkpoint(ctx) // every decision, at once: outside the rate budget
 	return nil
 }
 
-// checkpoint saves the machine's state when it changed and either force
-// is set or CheckpointEvery has passed.
-func (o *owner) checkpoint(ctx context.Context, force bool) {
-	now := time.Now()
-	if !o.dirty || (!force && now.Sub(o.lastSave) < o.e.opts.CheckpointEvery) {
+// checkpoint saves the machine's state if it changed since the last one.
+// When is the caller's business: the engine's clock (CheckpointEvery and
+// the rate budget), a decision, the end of the rollout, or shutdown.
+func (o *owner) checkpoint(ctx context.Context) {
+	if !o.dirty.Load() {
 		return
 	}
 	// Every message of this rollout up to the watermark has been applied
@@ -261,9 +321,9 @@ func (o *owner) checkpoint(ctx context.Context, force bool) {
 		o.e.opts.Log.Warn("cannot save checkpoint", "rollout", o.id, "err", err)
 		return
 	}
-	o.dirty = false
-	o.lastSave = now
-	o.savedSeq = seq
+	o.dirty.Store(false)
+	o.lastSave.Store(o.e.mono())
+	o.savedSeq.Store(seq)
 	faults.At(faults.AfterCheckpoint)
 }
 
@@ -273,7 +333,7 @@ func (o *owner) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	o.drain(ctx, func(d delivery) { o.handle(ctx, d) })
-	o.checkpoint(ctx, true)
+	o.checkpoint(ctx)
 }
 
 // drain passes every delivery in the inbox, or still held by a Deliver
@@ -287,10 +347,7 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 			continue
 		default:
 		}
-		o.e.mu.Lock()
-		pending := o.pendingSends
-		o.e.mu.Unlock()
-		if pending == 0 {
+		if o.pendingSends.Load() == 0 {
 			return
 		}
 		select {
@@ -308,7 +365,7 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 func (o *owner) retire(ctx context.Context) {
 	o.e.ownerEnded(o.id, o)
 	o.drain(ctx, func(d delivery) {
-		o.e.ignored.Add(int64(len(d.msgs)))
-		d.done()
+		o.e.ignored.Add(int64(len(d.idx)))
+		d.b.ownerDone()
 	})
 }
