@@ -275,14 +275,24 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 			fill[g]++
 		}
 	}
-	b := &batch{done: make(chan struct{})}
+	b := &batch{msgs: msgs, idx: idx, done: make(chan struct{})}
 	b.pending.Store(int32(len(groups)))
 	var err error
 	for _, g := range groups {
 		o := g.o
 		if err == nil {
+			d := delivery{b: b, lo: g.end - g.n, hi: g.end}
+			// Mostly the inbox has room: a plain non-blocking send is
+			// much cheaper than the three-way select, which only a full
+			// inbox needs.
 			select {
-			case o.inbox <- delivery{msgs: msgs, idx: idx[g.end-g.n : g.end], b: b}:
+			case o.inbox <- d:
+				o.pendingSends.Add(-1)
+				continue
+			default:
+			}
+			select {
+			case o.inbox <- d:
 				o.pendingSends.Add(-1)
 				continue
 			case <-o.stopped: // the owner ended: nothing to count
@@ -452,7 +462,9 @@ func (e *Engine) reconcile(ctx context.Context) {
 			continue
 		}
 		e.owners[id] = o
-		go o.run(ctx)
+		octx, cancel := context.WithCancel(ctx)
+		o.cancel = cancel
+		go o.run(octx)
 	}
 	for id, o := range e.owners {
 		if _, ok := e.specs[id]; !ok {

@@ -10,20 +10,24 @@ import (
 	"github.com/verdict-dev/verdict/policy"
 )
 
-// delivery is a run of one rollout's messages: msgs[idx[0]], msgs[idx[1]],
-// ... in stream order. msgs is the whole batch of a Deliver call, shared
-// read-only by every owner it reaches. The owner calls b.ownerDone once it
-// has applied all of them.
+// delivery is a run of one rollout's messages from a Deliver call, in
+// stream order: b.msgs[i] for i in b.idx[lo:hi]. The owner calls
+// b.ownerDone once it has applied all of them. A delivery without b only
+// wakes the owner (see poke). It is 16 bytes, because every owner's inbox
+// holds QueueLen of them.
 type delivery struct {
-	msgs []ingest.Message
-	idx  []int32
-	b    *batch
+	b      *batch
+	lo, hi int32
 }
 
-// batch counts the owners that still have to apply their part of one
-// Deliver call; the last one closes done. (One counter and one channel per
-// call, instead of a WaitGroup and a goroutine waiting on it.)
+// batch is one Deliver call: the messages, shared read-only by every
+// owner they reach, their indices grouped by owner, and a count of the
+// owners that still have to apply their part; the last one closes done.
+// (One counter and one channel per call, instead of a WaitGroup and a
+// goroutine waiting on it.)
 type batch struct {
+	msgs    []ingest.Message
+	idx     []int32
 	pending atomic.Int32
 	done    chan struct{}
 }
@@ -34,22 +38,32 @@ func (b *batch) ownerDone() {
 	}
 }
 
-// What the engine's clock asks of an owner (owner.want).
+// What the engine asks of an owner besides deliveries (owner.want).
 const (
 	wantIdle       uint32 = 1 << iota // no telemetry for IdleAfter: Advance to the wall clock
 	wantCheckpoint                    // write a checkpoint now (the engine's rate budget allows it)
+	wantSpec                          // apply nextSpec
+	wantStop                          // apply what is on its way, checkpoint and end
 )
 
 // owner is the one goroutine that owns a rollout's Machine. Everything that
-// changes the rollout goes through its inbox or spec channel.
+// changes the rollout goes through its inbox: deliveries, and empty
+// deliveries that wake it to look at want. One channel, so a wake-up is a
+// plain receive rather than a select over several (with 10,000 owners,
+// selectgo was a fifth of the CPU).
 type owner struct {
 	e       *Engine
 	id      string
 	m       *Machine
 	inbox   chan delivery
-	spec    chan Spec // latest desired state; capacity 1, newest wins
-	cancel  context.CancelFunc
-	stopped chan struct{} // closed when run returns
+	cancel  context.CancelFunc // ends the context of the owner's Store calls
+	stopped chan struct{}      // closed when run returns
+
+	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
+	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
+	// does not wake the owner.
+	lastSpec Spec
+	specSent bool
 
 	streamSeq uint64 // last telemetry stream sequence applied
 
@@ -60,10 +74,8 @@ type owner struct {
 	lastSave atomic.Int64  // when the last checkpoint was written
 	dirty    atomic.Bool   // state changed since the last checkpoint
 
-	// want and nudge are how the clock wakes the owner: it sets bits in
-	// want, then sends on nudge (capacity 1, so a busy owner is nudged once).
-	want  atomic.Uint32
-	nudge chan struct{}
+	// want holds what the engine asks for; see poke.
+	want atomic.Uint32
 
 	pendingSends atomic.Int32 // Deliver calls holding this owner (raised under e.mu)
 	// Deliver's grouping scratch, guarded by e.mu: the owner's group in
@@ -80,38 +92,39 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 	return &owner{
 		e: e, id: spec.Rollout, m: m,
 		inbox:   make(chan delivery, e.opts.QueueLen),
-		spec:    make(chan Spec, 1),
-		nudge:   make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 	}, nil
 }
 
-// poke asks the owner to do w soon; it never blocks.
+// poke asks the owner to do w soon; it never blocks. The owner looks at
+// want after every receive from its inbox, so one empty delivery is enough
+// to wake it, and none is needed when want was already set (an earlier
+// poke sent one) or the inbox is full (a receive is bound to come).
 func (o *owner) poke(w uint32) {
-	o.want.Or(w)
+	if o.want.Or(w) != 0 {
+		return
+	}
 	select {
-	case o.nudge <- struct{}{}:
+	case o.inbox <- delivery{}:
 	default:
 	}
 }
 
 // setSpec passes new desired state to the owner; only the newest counts.
+// The caller holds e.mu.
 func (o *owner) setSpec(s Spec) {
-	for {
-		select {
-		case o.spec <- s:
-			return
-		default:
-		}
-		select {
-		case <-o.spec:
-		default:
-		}
+	if o.specSent && o.lastSpec == s {
+		return
 	}
+	o.lastSpec, o.specSent = s, true
+	o.nextSpec.Store(&s)
+	o.poke(wantSpec)
 }
 
-// stop asks the owner to end; it does not wait.
+// stop asks the owner to end; it does not wait. The owner applies what is
+// in its inbox or on its way and writes a last checkpoint.
 func (o *owner) stop() {
+	o.poke(wantStop)
 	if o.cancel != nil {
 		o.cancel()
 	}
@@ -124,17 +137,14 @@ func (o *owner) run(ctx context.Context) {
 		log.Error("cannot restore rollout", "err", err)
 		return
 	}
-	// No timer of its own: the engine's clock nudges the owner when it is
+	// No timer of its own: the engine's clock pokes the owner when it is
 	// idle or due a checkpoint, so 10,000 rollouts cost one ticker.
 	for !o.m.State().Terminal() {
-		select {
-		case d := <-o.inbox:
+		d := <-o.inbox
+		if d.b != nil {
 			o.handle(ctx, d)
-		case s := <-o.spec:
-			o.applySpec(ctx, s)
-		case <-o.nudge:
-			o.tick(ctx)
-		case <-ctx.Done():
+		}
+		if o.want.Load() != 0 && o.tick(ctx) {
 			o.finish()
 			return
 		}
@@ -195,8 +205,8 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 		}
 		o.lastData.Store(o.e.mono())
 	}()
-	for _, i := range d.idx {
-		msg := &d.msgs[i]
+	for _, i := range d.b.idx[d.lo:d.hi] {
+		msg := &d.b.msgs[i]
 		if msg.Seq != 0 && msg.Seq <= o.streamSeq {
 			continue // already included in the restored checkpoint
 		}
@@ -226,10 +236,6 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 	}
 }
 
-func (o *owner) applySpec(ctx context.Context, s Spec) {
-	_ = o.applySpecFlags(ctx, s, o.m.Now())
-}
-
 // applySpecFlags brings pause and abort in line with the desired state.
 func (o *owner) applySpecFlags(ctx context.Context, s Spec, now time.Time) error {
 	if o.m.State().Terminal() {
@@ -252,14 +258,21 @@ func (o *owner) applySpecFlags(ctx context.Context, s Spec, now time.Time) error
 	return o.apply(ctx, ds)
 }
 
-// tick does what the engine's clock asked for. wantIdle: no telemetry for
+// tick does what the engine asked for, and reports whether to stop.
+// wantSpec: new desired state. wantIdle: no telemetry for
 // IdleAfter while telemetry can be read, so the rollout's clock follows the
 // wall clock and steps of a silent rollout still time out. wantCheckpoint:
 // the state changed, or the delivered watermark moved past the last
 // checkpoint (a rollout without telemetry of its own must not hold back
 // where the next start resumes consuming).
-func (o *owner) tick(ctx context.Context) {
+func (o *owner) tick(ctx context.Context) (stop bool) {
 	w := o.want.Swap(0)
+	if w&wantStop != 0 {
+		return true
+	}
+	if w&wantSpec != 0 {
+		_ = o.applySpecFlags(ctx, *o.nextSpec.Load(), o.m.Now())
+	}
 	if w&wantIdle != 0 {
 		if ds := o.m.Advance(o.e.opts.Now()); len(ds) > 0 {
 			o.dirty.Store(true)
@@ -272,6 +285,7 @@ func (o *owner) tick(ctx context.Context) {
 		}
 		o.checkpoint(ctx)
 	}
+	return false
 }
 
 // apply publishes decisions in order, retrying until each is applied or
@@ -343,7 +357,9 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 	for {
 		select {
 		case d := <-o.inbox:
-			fn(d)
+			if d.b != nil { // not a wake-up
+				fn(d)
+			}
 			continue
 		default:
 		}
@@ -352,7 +368,9 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 		}
 		select {
 		case d := <-o.inbox:
-			fn(d)
+			if d.b != nil {
+				fn(d)
+			}
 		case <-time.After(5 * time.Millisecond):
 		case <-ctx.Done():
 			return
@@ -365,7 +383,7 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 func (o *owner) retire(ctx context.Context) {
 	o.e.ownerEnded(o.id, o)
 	o.drain(ctx, func(d delivery) {
-		o.e.ignored.Add(int64(len(d.idx)))
+		o.e.ignored.Add(int64(d.hi - d.lo))
 		d.b.ownerDone()
 	})
 }
