@@ -444,3 +444,43 @@ func TestEngineCheckpointBudget(t *testing.T) {
 		<-done
 	})
 }
+
+// TestEngineDeletedSpecStopsOwner: deleting a rollout's spec ends its
+// owner (after it applied what it holds and wrote a last checkpoint); it
+// does not keep running, or idling into decisions, until the engine stops.
+func TestEngineDeletedSpecStopsOwner(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newMemStore()
+		pol := mustPolicy(t, "promote", "")
+		e := New(Options{Store: st, Now: func() time.Time { return t0 }})
+		e.SetPolicies(policy.Set{pol.Name: pol})
+		e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		waitOwners(t, e, 1)
+		e.mu.Lock()
+		o := e.owners["a"]
+		e.mu.Unlock()
+		if err := e.Deliver(ctx, []ingest.Message{msg(1, "a", analyzer.Baseline, t0, false)}); err != nil {
+			t.Fatal(err)
+		}
+		e.SetSpec(Spec{Rollout: "a"}, true)
+		select {
+		case <-o.stopped:
+		case <-time.After(time.Minute):
+			t.Fatal("the owner of a deleted rollout is still running")
+		}
+		data, _, _ := st.LoadState(ctx, "a")
+		if s, err := DecodeStatus(data); err != nil || s.Requests[0] != 1 {
+			t.Errorf("last checkpoint counted %v (%v), want 1 baseline", s.Requests, err)
+		}
+		time.Sleep(time.Hour) // an owner left running would time the step out
+		synctest.Wait()
+		if got := st.actions("a"); len(got) != 1 {
+			t.Errorf("decisions: %v, want only the start", got)
+		}
+		cancel()
+		<-done
+	})
+}
