@@ -89,11 +89,16 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &owner{
+	o := &owner{
 		e: e, id: spec.Rollout, m: m,
 		inbox:   make(chan delivery, e.opts.QueueLen),
 		stopped: make(chan struct{}),
-	}, nil
+	}
+	// Not idle, and not due a checkpoint, before it has even restored.
+	now := e.mono()
+	o.lastData.Store(now)
+	o.lastSave.Store(now)
+	return o, nil
 }
 
 // poke asks the owner to do w soon; it never blocks. The owner looks at
