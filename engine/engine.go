@@ -234,8 +234,11 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 		o      *owner
 		n, end int32 // messages of the group; end of its part of idx
 	}
-	var groups []group
-	owners := make([]int32, len(msgs)) // the group of each message, -1 for none
+	groups := make([]group, 0, len(msgs))
+	// One allocation for the group of each message (-1 for none) and,
+	// after it, the indices grouped by owner.
+	buf := make([]int32, 2*len(msgs))
+	owners := buf[:len(msgs)]
 	e.mu.Lock()
 	e.dgen++
 	gen := e.dgen
@@ -259,20 +262,18 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 		e.delivered(msgs)
 		return nil
 	}
+	// Counting sort: each group's part of idx starts where the previous
+	// one ends; end runs from that start to the group's end as it fills.
 	var at int32
 	for g := range groups {
-		at += groups[g].n
 		groups[g].end = at
+		at += groups[g].n
 	}
-	idx := make([]int32, at)
-	fill := make([]int32, len(groups)) // next free slot of each group
-	for g := range groups {
-		fill[g] = groups[g].end - groups[g].n
-	}
+	idx := buf[len(msgs) : len(msgs)+int(at)]
 	for i, g := range owners {
 		if g >= 0 {
-			idx[fill[g]] = int32(i)
-			fill[g]++
+			idx[groups[g].end] = int32(i)
+			groups[g].end++
 		}
 	}
 	b := &batch{msgs: msgs, idx: idx, done: make(chan struct{})}
@@ -369,7 +370,7 @@ func (e *Engine) clock(ctx context.Context) {
 	// Checkpoints the budget allows per tick, at least one.
 	budget := max(1, int(int64(e.opts.MaxCheckpointRate)*int64(every)/int64(time.Second)))
 	var (
-		due      []*owner
+		due      []dueOwner
 		notLive  int64 // mono when telemetry was last seen unreadable
 		lastIdle int64
 	)
@@ -394,23 +395,27 @@ func (e *Engine) clock(ctx context.Context) {
 		if len(due) > budget {
 			// Oldest checkpoint first, so every changed rollout gets its
 			// turn within (changed rollouts / MaxCheckpointRate).
-			slices.SortFunc(due, func(a, b *owner) int {
-				return cmp.Compare(a.lastSave.Load(), b.lastSave.Load())
-			})
+			slices.SortFunc(due, func(a, b dueOwner) int { return cmp.Compare(a.saved, b.saved) })
 			due = due[:budget]
 		}
-		for _, o := range due {
-			o.poke(wantCheckpoint)
+		for _, d := range due {
+			d.o.poke(wantCheckpoint)
 		}
 		clear(due) // no owner kept alive by the scratch slice
 	}
+}
+
+// dueOwner is an owner due a checkpoint and when it wrote its last one.
+type dueOwner struct {
+	saved int64
+	o     *owner
 }
 
 // scan nudges the owners that are idle (when idle is set) and appends to
 // due those whose checkpoint is due: changed at least CheckpointEvery
 // after their last checkpoint, or behind the delivered watermark for ten
 // times that. Owners already asked for a checkpoint are not counted again.
-func (e *Engine) scan(due []*owner, now int64, idle bool, notLive int64) []*owner {
+func (e *Engine) scan(due []dueOwner, now int64, idle bool, notLive int64) []dueOwner {
 	every := int64(e.opts.CheckpointEvery)
 	idleAfter := int64(e.opts.IdleAfter)
 	wm := e.watermark.Load()
@@ -423,9 +428,9 @@ func (e *Engine) scan(due []*owner, now int64, idle bool, notLive int64) []*owne
 		if o.want.Load()&wantCheckpoint != 0 {
 			continue
 		}
-		since := now - o.lastSave.Load()
-		if since >= every && (o.dirty.Load() || (since >= 10*every && wm > o.savedSeq.Load())) {
-			due = append(due, o)
+		saved := o.lastSave.Load()
+		if since := now - saved; since >= every && (o.dirty.Load() || (since >= 10*every && wm > o.savedSeq.Load())) {
+			due = append(due, dueOwner{saved, o})
 		}
 	}
 	return due
