@@ -359,9 +359,9 @@ func (e *Engine) tickEvery() time.Duration {
 	return min(max(e.opts.CheckpointEvery/4, time.Millisecond), 250*time.Millisecond)
 }
 
-// clock is the one timer of all owners. Each tick it nudges the owners
-// due a checkpoint, within the rate budget; each second it also nudges
-// those idle for IdleAfter so they Advance. An owner nobody nudges and
+// clock is the one timer of all owners. Each tick it pokes the owners
+// due a checkpoint, within the rate budget; each second it also pokes
+// those idle for IdleAfter so they Advance. An owner nobody pokes and
 // that gets no telemetry does not wake at all.
 func (e *Engine) clock(ctx context.Context) {
 	every := e.tickEvery()
@@ -396,9 +396,8 @@ func (e *Engine) clock(ctx context.Context) {
 			// Oldest checkpoint first, so every changed rollout gets its
 			// turn within (changed rollouts / MaxCheckpointRate).
 			slices.SortFunc(due, func(a, b dueOwner) int { return cmp.Compare(a.saved, b.saved) })
-			due = due[:budget]
 		}
-		for _, d := range due {
+		for _, d := range due[:min(len(due), budget)] {
 			d.o.poke(wantCheckpoint)
 		}
 		clear(due) // no owner kept alive by the scratch slice
@@ -411,7 +410,7 @@ type dueOwner struct {
 	o     *owner
 }
 
-// scan nudges the owners that are idle (when idle is set) and appends to
+// scan pokes the owners that are idle (when idle is set) and appends to
 // due those whose checkpoint is due: changed at least CheckpointEvery
 // after their last checkpoint, or behind the delivered watermark for ten
 // times that. Owners already asked for a checkpoint are not counted again.
