@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -94,10 +95,12 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 		inbox:   make(chan delivery, e.opts.QueueLen),
 		stopped: make(chan struct{}),
 	}
-	// Not idle, and not due a checkpoint, before it has even restored.
-	now := e.mono()
-	o.lastData.Store(now)
-	o.lastSave.Store(now)
+	// Not idle before it has even restored. But due a checkpoint as soon
+	// as it changes: none was written by this process yet, and an engine
+	// that restarts again soon should not replay everything since the
+	// previous start (each restart would otherwise add a second to it).
+	o.lastData.Store(e.mono())
+	o.lastSave.Store(math.MinInt64 / 2)
 	return o, nil
 }
 
