@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -41,9 +43,19 @@ type Options struct {
 	// IdleAfter is how long (wall time) a rollout may receive no telemetry
 	// before its clock follows the wall clock. Default 10s.
 	IdleAfter time.Duration
-	// CheckpointEvery bounds the wall time between two checkpoints of an
-	// active rollout. Default 1s.
+	// CheckpointEvery is the least wall time between two checkpoints of a
+	// rollout (decisions and shutdown aside), and the most while no more
+	// than MaxCheckpointRate × CheckpointEvery rollouts have changed.
+	// Default 1s.
 	CheckpointEvery time.Duration
+	// MaxCheckpointRate bounds the checkpoints the engine writes per second
+	// on its own schedule (those forced by decisions and shutdown do not
+	// count). With more changed rollouts than that in a CheckpointEvery,
+	// each waits its turn, oldest checkpoint first: a changed rollout is
+	// checkpointed within max(CheckpointEvery, changed rollouts /
+	// MaxCheckpointRate), plus one tick of the engine's clock. Default
+	// 1,000 a second: 10,000 active rollouts are checkpointed every 10s.
+	MaxCheckpointRate int
 	// QueueLen bounds each rollout owner's inbox (in deliveries). Default 64.
 	QueueLen int
 	// Lateness is how far (event time) behind a rollout's clock an event
@@ -77,6 +89,9 @@ type Engine struct {
 	// returned after every owner applied its messages: each rollout has
 	// applied all of its messages up to it.
 	watermark atomic.Uint64
+
+	start time.Time // origin of mono
+	dgen  uint64    // numbers Deliver calls; guarded by mu
 }
 
 var _ ingest.Sink = (*Engine)(nil)
@@ -95,6 +110,9 @@ func New(opts Options) *Engine {
 	if opts.CheckpointEvery <= 0 {
 		opts.CheckpointEvery = time.Second
 	}
+	if opts.MaxCheckpointRate <= 0 {
+		opts.MaxCheckpointRate = 1000
+	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 64
 	}
@@ -108,8 +126,14 @@ func New(opts Options) *Engine {
 		ended:   map[string]bool{},
 		updates: make(chan struct{}, 1),
 		ready:   make(chan struct{}),
+		start:   time.Now(),
 	}
 }
+
+// mono is the process's monotonic clock, in nanoseconds since New: when
+// telemetry came and when checkpoints were written (operational time, not
+// rollout time), kept in atomics the engine's clock reads.
+func (e *Engine) mono() int64 { return int64(time.Since(e.start)) }
 
 // Ready is closed once Run has reconciled for the first time: every
 // rollout known then has its owner (restoring its checkpoint before it
@@ -201,55 +225,90 @@ func (e *Engine) Ignored() int64 { return e.ignored.Load() }
 // Deliver hands messages to their rollouts' owners and returns once every
 // owner has applied them (or ctx ends). Messages of one rollout keep
 // their order.
+//
+// Owners share msgs (the Sink owns it after the call) and each gets the
+// indices of its messages: one index array for the whole batch, grouped by
+// owner with a counting sort, instead of a copy of the messages per owner.
 func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
-	var groups map[*owner][]ingest.Message
-	var order []*owner
+	type group struct {
+		o      *owner
+		n, end int32 // messages of the group; end of its part of idx
+	}
+	groups := make([]group, 0, len(msgs))
+	// One allocation for the group of each message (-1 for none) and,
+	// after it, the indices grouped by owner.
+	buf := make([]int32, 2*len(msgs))
+	owners := buf[:len(msgs)]
 	e.mu.Lock()
+	e.dgen++
+	gen := e.dgen
 	for i := range msgs {
 		o := e.owners[msgs[i].Record.Rollout]
 		if o == nil {
 			e.ignored.Add(1)
+			owners[i] = -1
 			continue
 		}
-		if groups == nil {
-			groups = map[*owner][]ingest.Message{}
+		if o.dgen != gen {
+			o.dgen, o.dgroup = gen, int32(len(groups))
+			o.pendingSends.Add(1) // drain waits for this call's send
+			groups = append(groups, group{o: o})
 		}
-		if _, seen := groups[o]; !seen {
-			order = append(order, o)
-			o.pendingSends++
-		}
-		groups[o] = append(groups[o], msgs[i])
+		groups[o.dgroup].n++
+		owners[i] = o.dgroup
 	}
 	e.mu.Unlock()
-	if len(order) == 0 {
+	if len(groups) == 0 {
 		e.delivered(msgs)
 		return nil
 	}
-	var wg sync.WaitGroup
+	// Counting sort: each group's part of idx starts where the previous
+	// one ends; end runs from that start to the group's end as it fills.
+	var at int32
+	for g := range groups {
+		groups[g].end = at
+		at += groups[g].n
+	}
+	idx := buf[len(msgs) : len(msgs)+int(at)]
+	for i, g := range owners {
+		if g >= 0 {
+			idx[groups[g].end] = int32(i)
+			groups[g].end++
+		}
+	}
+	b := &batch{msgs: msgs, idx: idx, done: make(chan struct{})}
+	b.pending.Store(int32(len(groups)))
 	var err error
-	for _, o := range order {
-		if err != nil {
-			e.sent(o)
-			continue
+	for _, g := range groups {
+		o := g.o
+		if err == nil {
+			d := delivery{b: b, lo: g.end - g.n, hi: g.end}
+			// Mostly the inbox has room: a plain non-blocking send is
+			// much cheaper than the three-way select, which only a full
+			// inbox needs.
+			select {
+			case o.inbox <- d:
+				o.pendingSends.Add(-1)
+				continue
+			default:
+			}
+			select {
+			case o.inbox <- d:
+				o.pendingSends.Add(-1)
+				continue
+			case <-o.stopped: // the owner ended: nothing to count
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
 		}
-		wg.Add(1)
-		select {
-		case o.inbox <- delivery{msgs: groups[o], done: wg.Done}:
-		case <-o.stopped:
-			wg.Done() // the owner ended: nothing to count
-		case <-ctx.Done():
-			wg.Done()
-			err = ctx.Err()
-		}
-		e.sent(o)
+		o.pendingSends.Add(-1)
+		b.ownerDone()
 	}
 	if err != nil {
 		return err
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-b.done:
 		e.delivered(msgs)
 		return nil
 	case <-ctx.Done():
@@ -276,6 +335,9 @@ func (e *Engine) delivered(msgs []ingest.Message) {
 // then stops every owner (each writes a final checkpoint) and returns.
 func (e *Engine) Run(ctx context.Context) error {
 	defer e.stopAll()
+	clockDone := make(chan struct{})
+	defer func() { <-clockDone }()
+	go func() { defer close(clockDone); e.clock(ctx) }()
 	first := true
 	for {
 		e.reconcile(ctx)
@@ -289,6 +351,88 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-e.updates:
 		}
 	}
+}
+
+// tickEvery is the period of the engine's clock: a quarter of
+// CheckpointEvery, at most 250ms, so a due checkpoint waits little.
+func (e *Engine) tickEvery() time.Duration {
+	return min(max(e.opts.CheckpointEvery/4, time.Millisecond), 250*time.Millisecond)
+}
+
+// clock is the one timer of all owners. Each tick it pokes the owners
+// due a checkpoint, within the rate budget; each second it also pokes
+// those idle for IdleAfter so they Advance. An owner nobody pokes and
+// that gets no telemetry does not wake at all.
+func (e *Engine) clock(ctx context.Context) {
+	every := e.tickEvery()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	// Checkpoints the budget allows per tick, at least one.
+	budget := max(1, int(int64(e.opts.MaxCheckpointRate)*int64(every)/int64(time.Second)))
+	var (
+		due      []dueOwner
+		notLive  int64 // mono when telemetry was last seen unreadable
+		lastIdle int64
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := e.mono()
+		live := e.opts.Live == nil || e.opts.Live()
+		if !live {
+			// Silence says nothing about the canary while telemetry
+			// cannot be read: IdleAfter counts from the outage's end.
+			notLive = now
+		}
+		idle := live && now-lastIdle >= int64(time.Second)
+		if idle {
+			lastIdle = now
+		}
+		due = e.scan(due[:0], now, idle, notLive)
+		if len(due) > budget {
+			// Oldest checkpoint first, so every changed rollout gets its
+			// turn within (changed rollouts / MaxCheckpointRate).
+			slices.SortFunc(due, func(a, b dueOwner) int { return cmp.Compare(a.saved, b.saved) })
+		}
+		for _, d := range due[:min(len(due), budget)] {
+			d.o.poke(wantCheckpoint)
+		}
+		clear(due) // no owner kept alive by the scratch slice
+	}
+}
+
+// dueOwner is an owner due a checkpoint and when it wrote its last one.
+type dueOwner struct {
+	saved int64
+	o     *owner
+}
+
+// scan pokes the owners that are idle (when idle is set) and appends to
+// due those whose checkpoint is due: changed at least CheckpointEvery
+// after their last checkpoint, or behind the delivered watermark for ten
+// times that. Owners already asked for a checkpoint are not counted again.
+func (e *Engine) scan(due []dueOwner, now int64, idle bool, notLive int64) []dueOwner {
+	every := int64(e.opts.CheckpointEvery)
+	idleAfter := int64(e.opts.IdleAfter)
+	wm := e.watermark.Load()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, o := range e.owners {
+		if idle && now-max(o.lastData.Load(), notLive) >= idleAfter {
+			o.poke(wantIdle)
+		}
+		if o.want.Load()&wantCheckpoint != 0 {
+			continue
+		}
+		saved := o.lastSave.Load()
+		if since := now - saved; since >= every && (o.dirty.Load() || (since >= 10*every && wm > o.savedSeq.Load())) {
+			due = append(due, dueOwner{saved, o})
+		}
+	}
+	return due
 }
 
 // reconcile starts owners for specs without one, passes flag changes to
@@ -322,7 +466,9 @@ func (e *Engine) reconcile(ctx context.Context) {
 			continue
 		}
 		e.owners[id] = o
-		go o.run(ctx)
+		octx, cancel := context.WithCancel(ctx)
+		o.cancel = cancel
+		go o.run(octx)
 	}
 	for id, o := range e.owners {
 		if _, ok := e.specs[id]; !ok {
@@ -339,13 +485,6 @@ func (e *Engine) ownerEnded(id string, o *owner) {
 		delete(e.owners, id)
 		e.ended[id] = true
 	}
-	e.mu.Unlock()
-}
-
-// sent releases an owner that a Deliver call held.
-func (e *Engine) sent(o *owner) {
-	e.mu.Lock()
-	o.pendingSends--
 	e.mu.Unlock()
 }
 

@@ -24,6 +24,7 @@ type memStore struct {
 	decisions []Decision
 	routes    map[string]Route
 	states    map[string][]byte
+	saves     int // SaveState calls
 }
 
 func newMemStore() *memStore {
@@ -44,6 +45,7 @@ func (s *memStore) SaveState(_ context.Context, id string, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.states[id] = append([]byte(nil), data...)
+	s.saves++
 	return nil
 }
 
@@ -241,46 +243,56 @@ func TestEngineDeliverConcurrent(t *testing.T) {
 // the oldest checkpoint of a running rollout, and a restored owner skips
 // what its checkpoint holds, so a replay from there counts nothing twice.
 func TestEngineResumeSeq(t *testing.T) {
-	st := newMemStore()
-	pol := mustPolicy(t, "rollback", "")
-	e, stop := startEngine(t, st, pol)
-	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
-	e.SetSpec(Spec{Rollout: "b", Policy: "test"}, false)
-	waitOwners(t, e, 2)
-	var all []ingest.Message
-	for seq := uint64(1); seq <= 30; seq++ {
-		id := "a"
-		if seq > 10 {
-			id = "b"
+	synctest.Test(t, func(t *testing.T) {
+		st := newMemStore()
+		pol := mustPolicy(t, "rollback", "")
+		e, stop := startEngine(t, st, pol)
+		e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+		e.SetSpec(Spec{Rollout: "b", Policy: "test"}, false)
+		waitOwners(t, e, 2)
+		var all []ingest.Message
+		for seq := uint64(1); seq <= 30; seq++ {
+			id := "a"
+			if seq > 10 {
+				id = "b"
+			}
+			all = append(all, msg(seq, id, analyzer.Baseline, t0.Add(time.Duration(seq)*time.Millisecond), false))
 		}
-		all = append(all, msg(seq, id, analyzer.Baseline, t0.Add(time.Duration(seq)*time.Millisecond), false))
-	}
-	ctx := context.Background()
-	if err := e.Deliver(ctx, all); err != nil {
-		t.Fatal(err)
-	}
-	stop()
+		ctx := context.Background()
+		// a gets its events and is checkpointed on the engine's clock (at
+		// sequence 10); then b gets its events and the engine stops, which
+		// checkpoints b (at 30) but not the unchanged a.
+		if err := e.Deliver(ctx, all[:10]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if err := e.Deliver(ctx, all[10:]); err != nil {
+			t.Fatal(err)
+		}
+		stop()
 
-	e2, stop2 := startEngine(t, st, pol)
-	e2.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
-	e2.SetSpec(Spec{Rollout: "b", Policy: "test"}, false)
-	waitOwners(t, e2, 2)
-	seq, ok, err := e2.ResumeSeq(ctx)
-	if err != nil || !ok || seq != 11 {
-		t.Fatalf("ResumeSeq = %d, %v, %v; want 11, true, nil", seq, ok, err)
-	}
-	// Everything again, as a replay from an older position would.
-	if err := e2.Deliver(ctx, all); err != nil {
-		t.Fatal(err)
-	}
-	stop2()
-	for id, want := range map[string]int64{"a": 10, "b": 20} {
-		data, _, _ := st.LoadState(ctx, id)
-		s, err := DecodeStatus(data)
-		if err != nil || s.Requests[0] != want {
-			t.Errorf("%s counted %v (%v), want %d baseline", id, s.Requests, err, want)
+		e2, stop2 := startEngine(t, st, pol)
+		e2.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+		e2.SetSpec(Spec{Rollout: "b", Policy: "test"}, false)
+		waitOwners(t, e2, 2)
+		seq, ok, err := e2.ResumeSeq(ctx)
+		if err != nil || !ok || seq != 11 {
+			t.Fatalf("ResumeSeq = %d, %v, %v; want 11, true, nil", seq, ok, err)
 		}
-	}
+		// Everything again, as a replay from an older position would.
+		if err := e2.Deliver(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		stop2()
+		for id, want := range map[string]int64{"a": 10, "b": 20} {
+			data, _, _ := st.LoadState(ctx, id)
+			s, err := DecodeStatus(data)
+			if err != nil || s.Requests[0] != want {
+				t.Errorf("%s counted %v (%v), want %d baseline", id, s.Requests, err, want)
+			}
+		}
+	})
 }
 
 // TestEngineLate: an event further than Lateness behind its rollout's
@@ -377,6 +389,96 @@ func TestEngineWatermark(t *testing.T) {
 		synctest.Wait()
 		if seq, ok, err := e.ResumeSeq(ctx); err != nil || !ok || seq != 21 {
 			t.Errorf("ResumeSeq = %d, %v, %v; want 21, true, nil", seq, ok, err)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// TestEngineCheckpointBudget: with more changed rollouts than
+// MaxCheckpointRate allows in a CheckpointEvery, the engine writes no more
+// checkpoints a second than the rate, oldest first, and every changed
+// rollout is checkpointed within changed rollouts / rate.
+func TestEngineCheckpointBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newMemStore()
+		pol := mustPolicy(t, "rollback", "")
+		e := New(Options{Store: st, Now: func() time.Time { return t0 }, MaxCheckpointRate: 20})
+		e.SetPolicies(policy.Set{pol.Name: pol})
+		const n = 100
+		for i := range n {
+			e.SetSpec(Spec{Rollout: fmt.Sprintf("r%d", i), Policy: "test"}, false)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		waitOwners(t, e, n)
+		synctest.Wait()
+		saves := func() int {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.saves
+		}
+		started := saves() // the start decisions' checkpoints
+		var in []ingest.Message
+		for i := range n {
+			in = append(in, msg(uint64(i+1), fmt.Sprintf("r%d", i), analyzer.Baseline, t0, false))
+		}
+		if err := e.Deliver(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if got := saves() - started; got > 2*20+5 {
+			t.Errorf("%d checkpoints in 2s, want at most about 40 (rate 20/s)", got)
+		}
+		time.Sleep(4 * time.Second) // n / rate = 5s in all
+		synctest.Wait()
+		if got := saves() - started; got != n {
+			t.Errorf("%d checkpoints after 6s, want one per changed rollout (%d)", got, n)
+		}
+		if seq, ok, err := e.ResumeSeq(ctx); err != nil || !ok || seq != n+1 {
+			t.Errorf("ResumeSeq = %d, %v, %v; want %d", seq, ok, err, n+1)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// TestEngineDeletedSpecStopsOwner: deleting a rollout's spec ends its
+// owner (after it applied what it holds and wrote a last checkpoint); it
+// does not keep running, or idling into decisions, until the engine stops.
+func TestEngineDeletedSpecStopsOwner(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newMemStore()
+		pol := mustPolicy(t, "promote", "")
+		e := New(Options{Store: st, Now: func() time.Time { return t0 }})
+		e.SetPolicies(policy.Set{pol.Name: pol})
+		e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx) }()
+		waitOwners(t, e, 1)
+		e.mu.Lock()
+		o := e.owners["a"]
+		e.mu.Unlock()
+		if err := e.Deliver(ctx, []ingest.Message{msg(1, "a", analyzer.Baseline, t0, false)}); err != nil {
+			t.Fatal(err)
+		}
+		e.SetSpec(Spec{Rollout: "a"}, true)
+		select {
+		case <-o.stopped:
+		case <-time.After(time.Minute):
+			t.Fatal("the owner of a deleted rollout is still running")
+		}
+		data, _, _ := st.LoadState(ctx, "a")
+		if s, err := DecodeStatus(data); err != nil || s.Requests[0] != 1 {
+			t.Errorf("last checkpoint counted %v (%v), want 1 baseline", s.Requests, err)
+		}
+		time.Sleep(time.Hour) // an owner left running would time the step out
+		synctest.Wait()
+		if got := st.actions("a"); len(got) != 1 {
+			t.Errorf("decisions: %v, want only the start", got)
 		}
 		cancel()
 		<-done

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/verdict-dev/verdict/faults"
@@ -9,30 +11,78 @@ import (
 	"github.com/verdict-dev/verdict/policy"
 )
 
-// delivery is a run of one rollout's messages, in stream order; done is
-// called once the owner has applied all of them.
+// delivery is a run of one rollout's messages from a Deliver call, in
+// stream order: b.msgs[i] for i in b.idx[lo:hi]. The owner calls
+// b.ownerDone once it has applied all of them. A delivery without b only
+// wakes the owner (see poke). It is 16 bytes, because every owner's inbox
+// holds QueueLen of them.
 type delivery struct {
-	msgs []ingest.Message
-	done func()
+	b      *batch
+	lo, hi int32
 }
 
+// batch is one Deliver call: the messages, shared read-only by every
+// owner they reach, their indices grouped by owner, and a count of the
+// owners that still have to apply their part; the last one closes done.
+// (One counter and one channel per call, instead of a WaitGroup and a
+// goroutine waiting on it.)
+type batch struct {
+	msgs    []ingest.Message
+	idx     []int32
+	pending atomic.Int32
+	done    chan struct{}
+}
+
+func (b *batch) ownerDone() {
+	if b.pending.Add(-1) == 0 {
+		close(b.done)
+	}
+}
+
+// What the engine asks of an owner besides deliveries (owner.want).
+const (
+	wantIdle       uint32 = 1 << iota // no telemetry for IdleAfter: Advance to the wall clock
+	wantCheckpoint                    // write a checkpoint now (the engine's rate budget allows it)
+	wantSpec                          // apply nextSpec
+	wantStop                          // apply what is on its way, checkpoint and end
+)
+
 // owner is the one goroutine that owns a rollout's Machine. Everything that
-// changes the rollout goes through its inbox or spec channel.
+// changes the rollout goes through its inbox: deliveries, and empty
+// deliveries that wake it to look at want. One channel, so a wake-up is a
+// plain receive rather than a select over several (with 10,000 owners,
+// selectgo was a fifth of the CPU).
 type owner struct {
 	e       *Engine
 	id      string
 	m       *Machine
 	inbox   chan delivery
-	spec    chan Spec // latest desired state; capacity 1, newest wins
-	cancel  context.CancelFunc
-	stopped chan struct{} // closed when run returns
+	cancel  context.CancelFunc // ends the context of the owner's Store calls
+	stopped chan struct{}      // closed when run returns
 
-	streamSeq    uint64    // last telemetry stream sequence applied
-	savedSeq     uint64    // stream sequence of the last checkpoint written
-	lastData     time.Time // when the last telemetry came (time.Now: operational, not rollout time)
-	lastSave     time.Time // when the last checkpoint was written (time.Now)
-	dirty        bool      // state changed since the last checkpoint
-	pendingSends int       // Deliver calls holding this owner; guarded by e.mu
+	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
+	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
+	// does not wake the owner.
+	lastSpec Spec
+	specSent bool
+
+	streamSeq uint64 // last telemetry stream sequence applied
+
+	// The engine's clock reads these to decide which owners to wake (see
+	// Engine.clock); only the owner writes them. Times are Engine.mono.
+	savedSeq atomic.Uint64 // stream sequence of the last checkpoint written
+	lastData atomic.Int64  // when the last telemetry came (operational, not rollout time)
+	lastSave atomic.Int64  // when the last checkpoint was written
+	dirty    atomic.Bool   // state changed since the last checkpoint
+
+	// want holds what the engine asks for; see poke.
+	want atomic.Uint32
+
+	pendingSends atomic.Int32 // Deliver calls holding this owner (raised under e.mu)
+	// Deliver's grouping scratch, guarded by e.mu: the owner's group in
+	// the Deliver call numbered dgen.
+	dgen   uint64
+	dgroup int32
 }
 
 func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
@@ -40,31 +90,49 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &owner{
+	o := &owner{
 		e: e, id: spec.Rollout, m: m,
 		inbox:   make(chan delivery, e.opts.QueueLen),
-		spec:    make(chan Spec, 1),
 		stopped: make(chan struct{}),
-	}, nil
+	}
+	// Not idle before it has even restored. But due a checkpoint as soon
+	// as it changes: none was written by this process yet, and an engine
+	// that restarts again soon should not replay everything since the
+	// previous start (each restart would otherwise add a second to it).
+	o.lastData.Store(e.mono())
+	o.lastSave.Store(math.MinInt64 / 2)
+	return o, nil
 }
 
-// setSpec passes new desired state to the owner; only the newest counts.
-func (o *owner) setSpec(s Spec) {
-	for {
-		select {
-		case o.spec <- s:
-			return
-		default:
-		}
-		select {
-		case <-o.spec:
-		default:
-		}
+// poke asks the owner to do w soon; it never blocks. The owner looks at
+// want after every receive from its inbox, so one empty delivery is enough
+// to wake it, and none is needed when want was already set (an earlier
+// poke sent one) or the inbox is full (a receive is bound to come).
+func (o *owner) poke(w uint32) {
+	if o.want.Or(w) != 0 {
+		return
+	}
+	select {
+	case o.inbox <- delivery{}:
+	default:
 	}
 }
 
-// stop asks the owner to end; it does not wait.
+// setSpec passes new desired state to the owner; only the newest counts.
+// The caller holds e.mu.
+func (o *owner) setSpec(s Spec) {
+	if o.specSent && o.lastSpec == s {
+		return
+	}
+	o.lastSpec, o.specSent = s, true
+	o.nextSpec.Store(&s)
+	o.poke(wantSpec)
+}
+
+// stop asks the owner to end; it does not wait. The owner applies what is
+// in its inbox or on its way and writes a last checkpoint.
 func (o *owner) stop() {
+	o.poke(wantStop)
 	if o.cancel != nil {
 		o.cancel()
 	}
@@ -77,22 +145,19 @@ func (o *owner) run(ctx context.Context) {
 		log.Error("cannot restore rollout", "err", err)
 		return
 	}
-	ticker := time.NewTicker(time.Second)
-	defer ticker.Stop()
+	// No timer of its own: the engine's clock pokes the owner when it is
+	// idle or due a checkpoint, so 10,000 rollouts cost one ticker.
 	for !o.m.State().Terminal() {
-		select {
-		case d := <-o.inbox:
+		d := <-o.inbox
+		if d.b != nil {
 			o.handle(ctx, d)
-		case s := <-o.spec:
-			o.applySpec(ctx, s)
-		case <-ticker.C:
-			o.idle(ctx)
-		case <-ctx.Done():
+		}
+		if o.want.Load() != 0 && o.tick(ctx) {
 			o.finish()
 			return
 		}
 	}
-	o.checkpoint(ctx, true)
+	o.checkpoint(ctx)
 	o.retire(ctx)
 }
 
@@ -108,9 +173,10 @@ func (o *owner) restore(ctx context.Context) error {
 	if found {
 		seq, err := o.m.UnmarshalState(data)
 		if err == nil {
-			o.streamSeq, o.savedSeq = seq, seq
+			o.streamSeq = seq
+			o.savedSeq.Store(seq)
 			o.e.opts.Log.Info("rollout restored from checkpoint", "rollout", o.id, "seq", o.m.seq, "streamSeq", seq)
-			o.lastData = time.Now()
+			o.lastData.Store(o.e.mono())
 			return o.applySpecFlags(ctx, o.m.Spec(), now)
 		}
 		o.e.opts.Log.Warn("checkpoint unusable, resuming from route", "rollout", o.id, "err", err)
@@ -119,23 +185,36 @@ func (o *owner) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	o.lastData = time.Now()
+	o.lastData.Store(o.e.mono())
 	if found {
 		o.m.ResumeFrom(r, now)
 		o.e.opts.Log.Info("rollout resumed from route", "rollout", o.id, "step", r.Step, "seq", r.Seq)
-		o.dirty = true
+		o.dirty.Store(true)
 		return o.applySpecFlags(ctx, o.m.Spec(), now)
 	}
+	// The start decision is checkpointed like any other, so a restart
+	// finds the rollout's analysis, not only its route.
+	o.dirty.Store(true)
 	if err := o.apply(ctx, o.m.Start(now)); err != nil {
 		return err
 	}
 	return o.applySpecFlags(ctx, o.m.Spec(), now)
 }
 
+// handle applies a delivery. It does not checkpoint (unless a decision
+// forces it): the engine's clock asks for checkpoints within its rate
+// budget, so Deliver never waits for a KV write.
 func (o *owner) handle(ctx context.Context, d delivery) {
-	defer d.done()
-	for i := range d.msgs {
-		msg := &d.msgs[i]
+	defer d.b.ownerDone()
+	changed := false
+	defer func() {
+		if changed {
+			o.dirty.Store(true)
+		}
+		o.lastData.Store(o.e.mono())
+	}()
+	for _, i := range d.b.idx[d.lo:d.hi] {
+		msg := &d.b.msgs[i]
 		if msg.Seq != 0 && msg.Seq <= o.streamSeq {
 			continue // already included in the restored checkpoint
 		}
@@ -154,19 +233,15 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 		if msg.Seq > o.streamSeq {
 			o.streamSeq = msg.Seq
 		}
-		o.dirty = true
+		changed = true
 		if len(ds) > 0 {
+			o.dirty.Store(true)
 			if err := o.apply(ctx, ds); err != nil {
 				return
 			}
+			changed = false // apply checkpointed everything so far
 		}
 	}
-	o.lastData = time.Now()
-	o.checkpoint(ctx, false)
-}
-
-func (o *owner) applySpec(ctx context.Context, s Spec) {
-	_ = o.applySpecFlags(ctx, s, o.m.Now())
 }
 
 // applySpecFlags brings pause and abort in line with the desired state.
@@ -187,31 +262,38 @@ func (o *owner) applySpecFlags(ctx context.Context, s Spec, now time.Time) error
 	if len(ds) == 0 {
 		return nil
 	}
-	o.dirty = true
+	o.dirty.Store(true)
 	return o.apply(ctx, ds)
 }
 
-// idle follows the wall clock when no telemetry arrives, so steps of a
-// silent rollout still time out, and checkpoints a changed state.
-func (o *owner) idle(ctx context.Context) {
-	if live := o.e.opts.Live; live != nil && !live() {
-		// Telemetry cannot be read: silence says nothing about the
-		// canary, so the clock waits; IdleAfter counts from the outage's end.
-		o.lastData = time.Now()
+// tick does what the engine asked for, and reports whether to stop.
+// wantSpec: new desired state. wantIdle: no telemetry for
+// IdleAfter while telemetry can be read, so the rollout's clock follows the
+// wall clock and steps of a silent rollout still time out. wantCheckpoint:
+// the state changed, or the delivered watermark moved past the last
+// checkpoint (a rollout without telemetry of its own must not hold back
+// where the next start resumes consuming).
+func (o *owner) tick(ctx context.Context) (stop bool) {
+	w := o.want.Swap(0)
+	if w&wantStop != 0 {
+		return true
 	}
-	if time.Since(o.lastData) >= o.e.opts.IdleAfter {
+	if w&wantSpec != 0 {
+		_ = o.applySpecFlags(ctx, *o.nextSpec.Load(), o.m.Now())
+	}
+	if w&wantIdle != 0 {
 		if ds := o.m.Advance(o.e.opts.Now()); len(ds) > 0 {
-			o.dirty = true
+			o.dirty.Store(true)
 			_ = o.apply(ctx, ds)
 		}
 	}
-	// A rollout without telemetry of its own still moves its checkpoint
-	// to the delivered watermark now and then, so that it does not hold
-	// back where the next start resumes consuming.
-	if !o.dirty && o.e.watermark.Load() > o.savedSeq && time.Since(o.lastSave) >= 10*o.e.opts.CheckpointEvery {
-		o.dirty = true
+	if w&wantCheckpoint != 0 {
+		if o.e.watermark.Load() > o.savedSeq.Load() {
+			o.dirty.Store(true)
+		}
+		o.checkpoint(ctx)
 	}
-	o.checkpoint(ctx, false)
+	return false
 }
 
 // apply publishes decisions in order, retrying until each is applied or
@@ -237,15 +319,15 @@ func (o *owner) apply(ctx context.Context, ds []Decision) error {
 		o.e.opts.Log.Info("decision", "rollout", o.id, "seq", d.Seq, "action", d.Action.String(),
 			"step", d.Step, "weight", d.Weight, "reason", d.Reason)
 	}
-	o.checkpoint(ctx, true)
+	o.checkpoint(ctx) // every decision, at once: outside the rate budget
 	return nil
 }
 
-// checkpoint saves the machine's state when it changed and either force
-// is set or CheckpointEvery has passed.
-func (o *owner) checkpoint(ctx context.Context, force bool) {
-	now := time.Now()
-	if !o.dirty || (!force && now.Sub(o.lastSave) < o.e.opts.CheckpointEvery) {
+// checkpoint saves the machine's state if it changed since the last one.
+// When is the caller's business: the engine's clock (CheckpointEvery and
+// the rate budget), a decision, the end of the rollout, or shutdown.
+func (o *owner) checkpoint(ctx context.Context) {
+	if !o.dirty.Load() {
 		return
 	}
 	// Every message of this rollout up to the watermark has been applied
@@ -261,9 +343,9 @@ func (o *owner) checkpoint(ctx context.Context, force bool) {
 		o.e.opts.Log.Warn("cannot save checkpoint", "rollout", o.id, "err", err)
 		return
 	}
-	o.dirty = false
-	o.lastSave = now
-	o.savedSeq = seq
+	o.dirty.Store(false)
+	o.lastSave.Store(o.e.mono())
+	o.savedSeq.Store(seq)
 	faults.At(faults.AfterCheckpoint)
 }
 
@@ -273,7 +355,7 @@ func (o *owner) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	o.drain(ctx, func(d delivery) { o.handle(ctx, d) })
-	o.checkpoint(ctx, true)
+	o.checkpoint(ctx)
 }
 
 // drain passes every delivery in the inbox, or still held by a Deliver
@@ -283,19 +365,20 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 	for {
 		select {
 		case d := <-o.inbox:
-			fn(d)
+			if d.b != nil { // not a wake-up
+				fn(d)
+			}
 			continue
 		default:
 		}
-		o.e.mu.Lock()
-		pending := o.pendingSends
-		o.e.mu.Unlock()
-		if pending == 0 {
+		if o.pendingSends.Load() == 0 {
 			return
 		}
 		select {
 		case d := <-o.inbox:
-			fn(d)
+			if d.b != nil {
+				fn(d)
+			}
 		case <-time.After(5 * time.Millisecond):
 		case <-ctx.Done():
 			return
@@ -308,7 +391,7 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 func (o *owner) retire(ctx context.Context) {
 	o.e.ownerEnded(o.id, o)
 	o.drain(ctx, func(d delivery) {
-		o.e.ignored.Add(int64(len(d.msgs)))
-		d.done()
+		o.e.ignored.Add(int64(d.hi - d.lo))
+		d.b.ownerDone()
 	})
 }

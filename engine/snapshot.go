@@ -64,6 +64,11 @@ func (m *Machine) UnmarshalState(data []byte) (uint64, error) {
 	if s.Step < 0 || s.Step >= len(m.pol.Steps) {
 		return 0, fmt.Errorf("checkpoint step %d out of range", s.Step)
 	}
+	// A checkpoint without a valid state (absent: zero) would restore a
+	// machine whose next checkpoint cannot be written.
+	if _, err := s.State.MarshalText(); err != nil {
+		return 0, fmt.Errorf("checkpoint state: %w", err)
+	}
 	if err := m.an.UnmarshalBinary(s.Analyzer); err != nil {
 		return 0, fmt.Errorf("restore analyzer: %w", err)
 	}
