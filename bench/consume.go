@@ -100,6 +100,22 @@ func RawConsume(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, 
 	return float64(got) / time.Since(start).Seconds(), nil
 }
 
+// RawPull measures ingest.PullRaw, the plain consumer with ingest's own
+// pull protocol, on a durable consumer with ingest's settings: what the
+// engine's transport delivers when nothing is done with the messages.
+func RawPull(ctx context.Context, js jetstream.JetStream, cfg ingest.Config, n int) (float64, error) {
+	const name = "bench-raw-pull"
+	if _, err := rawConsumer(ctx, js, cfg, name, jetstream.AckAllPolicy); err != nil {
+		return 0, err
+	}
+	cfg.Consumer = name
+	start := time.Now()
+	if err := ingest.PullRaw(ctx, js, cfg, n); err != nil {
+		return 0, fmt.Errorf("raw pull: %w", err)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
 // RawStream is RawConsume with AckAll, but pulling continuously
 // (Consumer.Messages, which keeps up to two BatchSize pull requests
 // outstanding) and acknowledging every BatchSize-th message without waiting

@@ -297,7 +297,8 @@ func (b *bencher) publishSingles(ctx context.Context, ic ingest.Config, ids []st
 	})
 }
 
-// raw measures the plain consumer, AckAll and explicit acks, each on a
+// raw measures the plain consumers (ingest's pull, Fetch with AckAll or
+// explicit acks, Fetch and decode, Consumer.Messages), each on a
 // fresh stream created with the engine's stream settings.
 func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 	decode := func(m jetstream.Msg) {
@@ -310,16 +311,17 @@ func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 		out  *float64
 		run  func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error)
 	}{
-		{"AckAll", &res.RawConsumePerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
+		{"ingest's pull, AckAll", &res.RawConsumePerSec, bench.RawPull},
+		{"Fetch, AckAll", &res.RawConsumeFetchPerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
 			return bench.RawConsume(ctx, js, ic, n, false, nil)
 		}},
-		{"explicit acks", &res.RawConsumeExplicitAckPerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
+		{"Fetch, explicit acks", &res.RawConsumeExplicitAckPerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
 			return bench.RawConsume(ctx, js, ic, n, true, nil)
 		}},
-		{"AckAll + decode", &res.RawConsumeDecodePerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
+		{"Fetch, AckAll + decode", &res.RawConsumeDecodePerSec, func(ctx context.Context, js jetstream.JetStream, ic ingest.Config, n int) (float64, error) {
 			return bench.RawConsume(ctx, js, ic, n, false, decode)
 		}},
-		{"continuous pull", &res.RawConsumeStreamPerSec, bench.RawStream},
+		{"Consumer.Messages", &res.RawConsumeStreamPerSec, bench.RawStream},
 	} {
 		var rates []float64
 		for range b.o.reps {
