@@ -283,6 +283,30 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 		o := g.o
 		if err == nil {
 			d := delivery{b: b, lo: g.end - g.n, hi: g.end}
+			// Mostly the owner is waiting on its inbox and this call
+			// can apply its messages itself, without waking it.
+			if rest, ok := o.tryInline(d); ok {
+				if rest.b == nil {
+					o.pendingSends.Add(-1)
+					continue
+				}
+				// Decisions to publish: the owner takes over. It is
+				// alive (not closed) and takes every delivery until it
+				// stops, so this send waits for nothing but the owner,
+				// not even ctx: the decisions must reach it.
+				select {
+				case o.inbox <- rest:
+					o.pendingSends.Add(-1)
+					continue
+				case <-o.stopped:
+				}
+				o.queued.Add(-1)
+				o.pendingSends.Add(-1)
+				b.ownerDone()
+				continue
+			} else {
+				o.queued.Add(1)
+			}
 			// Mostly the inbox has room: a plain non-blocking send is
 			// much cheaper than the three-way select, which only a full
 			// inbox needs.
@@ -300,6 +324,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 			case <-ctx.Done():
 				err = ctx.Err()
 			}
+			o.queued.Add(-1) // not sent
 		}
 		o.pendingSends.Add(-1)
 		b.ownerDone()
