@@ -80,6 +80,11 @@ type Engine struct {
 	owners   map[string]*owner // running rollouts
 	ended    map[string]bool   // rollouts whose owner finished (terminal)
 	policies policy.Set
+	// known holds the ids of specs (the keys of specs, written under mu
+	// with it), for Known: ingest asks once per event, from its receiver
+	// goroutine, and a lock-free read there does not contend for mu with
+	// Deliver on the other goroutine.
+	known sync.Map
 
 	updates chan struct{} // wakes Run to reconcile
 	ready   chan struct{} // closed once Run has started the owners it can
@@ -195,8 +200,10 @@ func (e *Engine) SetSpec(s Spec, deleted bool) {
 	e.mu.Lock()
 	if deleted {
 		delete(e.specs, s.Rollout)
+		e.known.Delete(s.Rollout)
 	} else {
 		e.specs[s.Rollout] = s
+		e.known.Store(s.Rollout, struct{}{})
 	}
 	e.mu.Unlock()
 	e.wake()
@@ -212,9 +219,7 @@ func (e *Engine) wake() {
 // Known reports whether a rollout has a spec. Telemetry for unknown
 // rollouts is dead-lettered by ingest.
 func (e *Engine) Known(rollout string) bool {
-	e.mu.Lock()
-	_, ok := e.specs[rollout]
-	e.mu.Unlock()
+	_, ok := e.known.Load(rollout)
 	return ok
 }
 
@@ -283,6 +288,30 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 		o := g.o
 		if err == nil {
 			d := delivery{b: b, lo: g.end - g.n, hi: g.end}
+			// Mostly the owner is waiting on its inbox and this call
+			// can apply its messages itself, without waking it.
+			if rest, ok := o.tryInline(d); ok {
+				if rest.b == nil {
+					o.pendingSends.Add(-1)
+					continue
+				}
+				// Decisions to publish: the owner takes over. It is
+				// alive (not closed) and takes every delivery until it
+				// stops, so this send waits for nothing but the owner,
+				// not even ctx: the decisions must reach it.
+				select {
+				case o.inbox <- rest:
+					o.pendingSends.Add(-1)
+					continue
+				case <-o.stopped:
+				}
+				o.queued.Add(-1)
+				o.pendingSends.Add(-1)
+				b.ownerDone()
+				continue
+			} else {
+				o.queued.Add(1)
+			}
 			// Mostly the inbox has room: a plain non-blocking send is
 			// much cheaper than the three-way select, which only a full
 			// inbox needs.
@@ -300,6 +329,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 			case <-ctx.Done():
 				err = ctx.Err()
 			}
+			o.queued.Add(-1) // not sent
 		}
 		o.pendingSends.Add(-1)
 		b.ownerDone()

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,11 +48,18 @@ const (
 	wantStop                          // apply what is on its way, checkpoint and end
 )
 
-// owner is the one goroutine that owns a rollout's Machine. Everything that
-// changes the rollout goes through its inbox: deliveries, and empty
-// deliveries that wake it to look at want. One channel, so a wake-up is a
+// owner is the goroutine that owns a rollout's Machine and does its I/O.
+// Everything that changes the rollout goes through its inbox (deliveries,
+// and empty deliveries that wake it to look at want), except deliveries a
+// Deliver call applies itself (tryInline). One channel, so a wake-up is a
 // plain receive rather than a select over several (with 10,000 owners,
 // selectgo was a fifth of the CPU).
+//
+// One writer at a time: whoever changes the machine holds mu, the owner
+// goroutine for everything it does (restore, deliveries, spec changes,
+// idle advances, checkpoints, decisions, the end), a Deliver call only to
+// apply messages without I/O. A Deliver call never waits for mu: when the
+// owner holds it (say for a KV write), the delivery goes to the inbox.
 type owner struct {
 	e       *Engine
 	id      string
@@ -59,6 +67,22 @@ type owner struct {
 	inbox   chan delivery
 	cancel  context.CancelFunc // ends the context of the owner's Store calls
 	stopped chan struct{}      // closed when run returns
+
+	mu sync.Mutex
+	// Guarded by mu. restored: restore is done, so a delivery may be
+	// applied inline. closed: the owner is finishing or retiring and
+	// drains its inbox, so nothing more is applied inline (it would come
+	// after the last checkpoint). pendingDs: decisions made by messages
+	// applied inline, which the owner goroutine publishes (with the
+	// delivery tryInline queued after them) before anything else.
+	restored, closed bool
+	pendingDs        []Decision
+	// queued counts deliveries in the inbox or in hand, not yet applied
+	// (wake-ups aside). Changed only under mu, except by Deliver calls
+	// about to send (which tryInline may race; concurrent calls have no
+	// order between them anyway). A delivery is applied inline only
+	// when none is queued, so a rollout's messages keep their order.
+	queued atomic.Int32
 
 	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
 	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
@@ -141,24 +165,70 @@ func (o *owner) stop() {
 func (o *owner) run(ctx context.Context) {
 	defer close(o.stopped)
 	log := o.e.opts.Log.With("rollout", o.id)
+	o.mu.Lock()
 	if err := o.restore(ctx); err != nil {
+		o.mu.Unlock()
 		log.Error("cannot restore rollout", "err", err)
 		return
 	}
+	o.restored = true
 	// No timer of its own: the engine's clock pokes the owner when it is
 	// idle or due a checkpoint, so 10,000 rollouts cost one ticker.
 	for !o.m.State().Terminal() {
+		o.mu.Unlock()
 		d := <-o.inbox
+		o.mu.Lock()
+		// Decisions made inline are published before anything else, a
+		// checkpoint above all: one must never include the state past a
+		// decision not yet published.
+		err := o.publishPending(ctx) // fails only when ctx ended: stopping
 		if d.b != nil {
-			o.handle(ctx, d)
+			if err == nil {
+				o.handle(ctx, d)
+			} else {
+				d.b.ownerDone() // as handle does when it cannot publish
+			}
+			o.queued.Add(-1)
 		}
 		if o.want.Load() != 0 && o.tick(ctx) {
+			o.closed = true
 			o.finish()
+			o.mu.Unlock()
 			return
 		}
 	}
+	o.closed = true
 	o.checkpoint(ctx)
+	o.mu.Unlock()
 	o.retire(ctx)
+}
+
+// tryInline applies d in the caller's goroutine (a Deliver call) when
+// nobody else holds the machine, the owner is restored and not closing,
+// and no delivery is queued before it: then the owner goroutine is not
+// woken at all, which with 10,000 rollouts was a channel send, a wake-up
+// and a receive per rollout and batch. It does no I/O: at a message that
+// makes decisions it stops, leaves them in pendingDs and returns the rest
+// of d (possibly empty), queued, for the caller to send to the inbox;
+// the owner publishes them first. handled reports whether d was taken
+// (applied, or part applied and rest to send); if not, the caller sends d.
+func (o *owner) tryInline(d delivery) (rest delivery, handled bool) {
+	if !o.mu.TryLock() {
+		return delivery{}, false
+	}
+	defer o.mu.Unlock()
+	if !o.restored || o.closed || o.queued.Load() != 0 || o.pendingDs != nil {
+		return delivery{}, false
+	}
+	ds, rest := o.observe(d)
+	o.lastData.Store(o.e.mono())
+	if len(ds) == 0 {
+		d.b.ownerDone()
+		return delivery{}, true
+	}
+	o.pendingDs = ds
+	o.queued.Add(1) // under mu: nothing is applied inline before the owner publishes ds
+	return rest, true
 }
 
 // restore brings the machine to where the rollout was: from its
@@ -204,17 +274,50 @@ func (o *owner) restore(ctx context.Context) error {
 // handle applies a delivery. It does not checkpoint (unless a decision
 // forces it): the engine's clock asks for checkpoints within its rate
 // budget, so Deliver never waits for a KV write.
+//
+// The owner goroutine calls it with mu held. Decisions left by tryInline
+// come first: they were made by messages before d's.
 func (o *owner) handle(ctx context.Context, d delivery) {
 	defer d.b.ownerDone()
+	defer func() { o.lastData.Store(o.e.mono()) }()
+	if o.publishPending(ctx) != nil {
+		return
+	}
+	for {
+		ds, rest := o.observe(d)
+		if len(ds) == 0 {
+			return
+		}
+		if err := o.apply(ctx, ds); err != nil {
+			return
+		}
+		d = rest
+	}
+}
+
+// publishPending publishes the decisions tryInline left. The caller holds mu.
+func (o *owner) publishPending(ctx context.Context) error {
+	ds := o.pendingDs
+	if ds == nil {
+		return nil
+	}
+	o.pendingDs = nil
+	return o.apply(ctx, ds)
+}
+
+// observe applies d's messages in order up to the first that makes
+// decisions, and returns those decisions (the state is then marked dirty;
+// publishing them checkpoints) and what is left of d. It does no I/O.
+// The caller holds mu.
+func (o *owner) observe(d delivery) (ds []Decision, rest delivery) {
 	changed := false
 	defer func() {
 		if changed {
 			o.dirty.Store(true)
 		}
-		o.lastData.Store(o.e.mono())
 	}()
-	for _, i := range d.b.idx[d.lo:d.hi] {
-		msg := &d.b.msgs[i]
+	for k := d.lo; k < d.hi; k++ {
+		msg := &d.b.msgs[d.b.idx[k]]
 		if msg.Seq != 0 && msg.Seq <= o.streamSeq {
 			continue // already included in the restored checkpoint
 		}
@@ -235,13 +338,10 @@ func (o *owner) handle(ctx context.Context, d delivery) {
 		}
 		changed = true
 		if len(ds) > 0 {
-			o.dirty.Store(true)
-			if err := o.apply(ctx, ds); err != nil {
-				return
-			}
-			changed = false // apply checkpointed everything so far
+			return ds, delivery{b: d.b, lo: k + 1, hi: d.hi}
 		}
 	}
+	return nil, delivery{}
 }
 
 // applySpecFlags brings pause and abort in line with the desired state.
@@ -351,9 +451,12 @@ func (o *owner) checkpoint(ctx context.Context) {
 
 // finish applies what is in the inbox or on its way (the owner is already
 // off the routing table) and writes a last checkpoint: the shutdown path.
+// The caller holds mu and has set closed, so nothing is applied inline
+// any more: every delivery still on its way comes through the inbox.
 func (o *owner) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	_ = o.publishPending(ctx)
 	o.drain(ctx, func(d delivery) { o.handle(ctx, d) })
 	o.checkpoint(ctx)
 }
@@ -367,6 +470,7 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 		case d := <-o.inbox:
 			if d.b != nil { // not a wake-up
 				fn(d)
+				o.queued.Add(-1)
 			}
 			continue
 		default:
@@ -378,6 +482,7 @@ func (o *owner) drain(ctx context.Context, fn func(delivery)) {
 		case d := <-o.inbox:
 			if d.b != nil {
 				fn(d)
+				o.queued.Add(-1)
 			}
 		case <-time.After(5 * time.Millisecond):
 		case <-ctx.Done():
