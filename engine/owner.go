@@ -72,9 +72,14 @@ type owner struct {
 	// Guarded by mu. restored: restore is done, so a delivery may be
 	// applied inline. closed: the owner is finishing or retiring and
 	// drains its inbox, so nothing more is applied inline (it would come
-	// after the last checkpoint). pendingDs: decisions made by messages
-	// applied inline, which the owner goroutine publishes (with the
-	// delivery tryInline queued after them) before anything else.
+	// after the last checkpoint). pendingDs: decisions made but not yet
+	// published, which the owner goroutine publishes before anything
+	// else: those made by messages applied inline (with the delivery
+	// tryInline queued after them), and those whose publishing was cut
+	// short by a stop. No checkpoint is written while there are any: a
+	// checkpoint must never include the state past a decision that was
+	// not published, or the decision would be lost for good (the replay
+	// from the previous checkpoint makes it again instead).
 	restored, closed bool
 	pendingDs        []Decision
 	// queued counts deliveries in the inbox or in hand, not yet applied
@@ -399,7 +404,12 @@ func (o *owner) tick(ctx context.Context) (stop bool) {
 // apply publishes decisions in order, retrying until each is applied or
 // ctx ends: a rollout never moves on past an unpublished decision.
 func (o *owner) apply(ctx context.Context, ds []Decision) error {
-	for _, d := range ds {
+	if len(o.pendingDs) > 0 {
+		// Older decisions are still unpublished: they go first.
+		ds = append(o.pendingDs, ds...)
+		o.pendingDs = nil
+	}
+	for i, d := range ds {
 		r := o.m.Route()
 		r.Seq, r.Weight, r.Step = d.Seq, d.Weight, d.Step
 		backoff := 100 * time.Millisecond
@@ -411,6 +421,7 @@ func (o *owner) apply(ctx context.Context, ds []Decision) error {
 			o.e.opts.Log.Warn("cannot apply decision, retrying", "rollout", o.id, "seq", d.Seq, "err", err)
 			select {
 			case <-ctx.Done():
+				o.pendingDs = append([]Decision(nil), ds[i:]...)
 				return ctx.Err()
 			case <-time.After(backoff):
 			}
@@ -427,8 +438,8 @@ func (o *owner) apply(ctx context.Context, ds []Decision) error {
 // When is the caller's business: the engine's clock (CheckpointEvery and
 // the rate budget), a decision, the end of the rollout, or shutdown.
 func (o *owner) checkpoint(ctx context.Context) {
-	if !o.dirty.Load() {
-		return
+	if !o.dirty.Load() || len(o.pendingDs) > 0 {
+		return // nothing new, or decisions not yet published (see pendingDs)
 	}
 	// Every message of this rollout up to the watermark has been applied
 	// (Deliver set it after all owners applied its batch), so the
@@ -456,7 +467,15 @@ func (o *owner) checkpoint(ctx context.Context) {
 func (o *owner) finish() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = o.publishPending(ctx)
+	if err := o.publishPending(ctx); err != nil {
+		// Decisions could not be published: apply nothing after them and
+		// write no checkpoint. The next start replays from the last
+		// checkpoint and makes them again.
+		o.e.opts.Log.Warn("stopping with unpublished decisions; the next start makes them again",
+			"rollout", o.id, "decisions", len(o.pendingDs), "err", err)
+		o.drain(ctx, func(d delivery) { d.b.ownerDone() })
+		return
+	}
 	o.drain(ctx, func(d delivery) { o.handle(ctx, d) })
 	o.checkpoint(ctx)
 }
