@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -31,9 +33,11 @@ type wireEvent struct {
 	HasErrors  bool
 	Latency    *wireLatency
 
-	// Set by fastUnmarshal instead of Values.
+	// Set by fastUnmarshal instead of Values: the first fastN entries of
+	// fastVals, sorted by name (see addValue).
 	fastHasValues bool
-	fastValues    map[string]float64
+	fastN         int
+	fastVals      [MaxValues + 1]Value
 }
 
 // jsonEvent is wireEvent as encoding/json fills it: pointers tell an
@@ -198,28 +202,26 @@ func (w *wireEvent) single(r *Record) error {
 		o.HasOutcome = true
 		o.Error = w.Error
 	}
-	vals := w.fastValues
+	vals := w.fastVals[:w.fastN]
 	if !w.fastHasValues && len(w.Values) > 0 && !bytes.Equal(w.Values, null) {
 		var err error
 		if vals, err = unmarshalValues(w.Values); err != nil {
 			return err
 		}
 	}
-	if vals != nil {
-		if len(vals) > MaxValues {
-			return reject(ReasonBadValue, "values: more than %d entries", MaxValues)
+	if len(vals) > MaxValues {
+		return reject(ReasonBadValue, "values: more than %d entries", MaxValues)
+	}
+	for _, v := range vals {
+		if !validName(v.Name) {
+			return reject(ReasonBadValue, "values: name %.80q does not match [A-Za-z0-9_.-]{1,64}", v.Name)
 		}
-		for name, v := range vals {
-			if !validName(name) {
-				return reject(ReasonBadValue, "values: name %.80q does not match [A-Za-z0-9_.-]{1,64}", name)
-			}
-			if !(v > 0 && v <= MaxValue) {
-				return reject(ReasonBadValue, "values.%s: %g is outside (0, %g]", name, v, float64(MaxValue))
-			}
+		if !(v.Value > 0 && v.Value <= MaxValue) {
+			return reject(ReasonBadValue, "values.%s: %g is outside (0, %g]", v.Name, v.Value, float64(MaxValue))
 		}
-		if len(vals) > 0 {
-			r.Values = vals
-		}
+	}
+	if len(vals) > 0 {
+		r.Values = append([]Value(nil), vals...) // one allocation of the exact size
 	}
 	if !o.HasLatency && !o.HasOutcome && r.Values == nil {
 		return reject(ReasonMissingField, "no signal: need latency_ms, status, error or values")
@@ -229,13 +231,18 @@ func (w *wireEvent) single(r *Record) error {
 	return nil
 }
 
-// unmarshalValues decodes a single event's values with encoding/json. It is
-// a function of its own so that only its map variable escapes to the heap.
-func unmarshalValues(raw json.RawMessage) (map[string]float64, error) {
-	var vals map[string]float64
-	if err := json.Unmarshal(raw, &vals); err != nil {
+// unmarshalValues decodes a single event's values with encoding/json, into
+// a slice sorted by name (a repeated name keeps its last value, as in a map).
+func unmarshalValues(raw json.RawMessage) ([]Value, error) {
+	var m map[string]float64
+	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, reject(ReasonBadJSON, "values: %s", jsonDetail(err))
 	}
+	vals := make([]Value, 0, len(m))
+	for name, v := range m {
+		vals = append(vals, Value{Name: name, Value: v})
+	}
+	slices.SortFunc(vals, func(a, b Value) int { return strings.Compare(a.Name, b.Name) })
 	return vals, nil
 }
 
