@@ -58,8 +58,9 @@ type Ingester struct {
 	lastOK atomic.Int64  // unix nanos of the last pull request that ended well
 
 	// Owned by Run.
-	handled  uint64 // highest stream sequence handed over or dead-lettered (after consume returns)
-	lastCSeq uint64 // consumer sequence of the last message received; 0 after a (re)start
+	handled  uint64            // highest stream sequence handed over or dead-lettered (after consume returns)
+	dec      telemetry.Decoder // used by consume's handler only, one at a time
+	lastCSeq uint64            // consumer sequence of the last message received; 0 after a (re)start
 }
 
 // New returns an Ingester; zero fields of cfg take their defaults and a nil
@@ -522,13 +523,14 @@ func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
 }
 
 // check validates one message against its transport context and decodes it.
+// Only consume's handler calls it (it uses in.dec).
 func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, *telemetry.Error) {
 	data := m.Data
 	if len(data) > int(in.cfg.MaxMsgSize) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonTooLarge,
 			Err: fmt.Errorf("message of %d bytes exceeds the limit of %d", len(data), in.cfg.MaxMsgSize)}
 	}
-	rec, err := telemetry.Decode(data)
+	rec, err := in.dec.Decode(data)
 	if err != nil {
 		var te *telemetry.Error
 		if errors.As(err, &te) {

@@ -285,7 +285,7 @@ func TestValuesRepeatedAndOrder(t *testing.T) {
 	in := []byte(`{"rollout":"r","variant":"canary","values":{"b":1,"a":2,"b":-3,"c":4,"b":5}}`)
 	want := []Value{{"a", 2}, {"b", 5}, {"c", 4}}
 	for _, fast := range []bool{true, false} {
-		r, err := decode(in, fast)
+		r, err := decode(in, fast, nil)
 		if err != nil {
 			t.Fatalf("fast=%v: %v", fast, err)
 		}
@@ -307,7 +307,7 @@ func TestValuesRepeatedAndOrder(t *testing.T) {
 	}
 	b.WriteString(`"v0":1}}`)
 	for _, fast := range []bool{true, false} {
-		if _, err := decode([]byte(b.String()), fast); reason(err) != ReasonBadValue {
+		if _, err := decode([]byte(b.String()), fast, nil); reason(err) != ReasonBadValue {
 			t.Errorf("fast=%v: %d names: err %v, want bad-value", fast, MaxValues+1, err)
 		}
 	}
@@ -320,5 +320,39 @@ func TestValuesRepeatedAndOrder(t *testing.T) {
 	}
 	if !strings.Contains(string(enc), `"values":{"a":2,"b":3}`) {
 		t.Errorf("Encode = %s", enc)
+	}
+}
+
+// TestDecoder: records from a Decoder equal Decode's and stay intact while
+// the Decoder fills and replaces its chunks.
+func TestDecoder(t *testing.T) {
+	var d Decoder
+	var got []Record
+	var want []Record
+	for i := range 3000 {
+		in := fmt.Sprintf(`{"rollout":"r%d","variant":"canary","latency_ms":1,"id":"id-%d","unit":"u-%d","values":{"a%d":1,"b":%d}}`, i%7, i, i, i%3, i+1)
+		if i%5 == 0 {
+			in = fmt.Sprintf(`{"rollout":"r","variant":"canary","id":"%s","values":{"x":1}}`, strings.Repeat("i", i%(MaxIDLen+1)))
+		}
+		r, err := d.Decode([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := Decode([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want = append(got, r), append(want, w)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatal("Decoder.Decode differs from Decode")
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := d.Decode(benchSingleValues); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0.1 {
+		t.Errorf("Decoder.Decode: %.2f allocations a message", allocs)
 	}
 }

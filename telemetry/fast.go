@@ -108,12 +108,16 @@ func (w *wireEvent) set(p *parser, key []byte) bool {
 
 // own replaces the strings a Record keeps (rollout, id, unit), which
 // fastUnmarshal left aliasing the message, by copies: the rollout from the
-// intern table, id and unit in one allocation for both. Variant and time
+// intern table, id and unit in one allocation for both (or from w.dec's
+// chunk). Variant and time
 // are only parsed or quoted into errors, so they may keep aliasing data.
 func (w *wireEvent) own() {
 	w.Rollout = intern(w.Rollout)
 	switch {
 	case w.ID == "" && w.Unit == "":
+	case w.dec != nil:
+		s := w.dec.string(w.ID, w.Unit)
+		w.ID, w.Unit = s[:len(w.ID)], s[len(w.ID):]
 	case w.Unit == "":
 		w.ID = strings.Clone(w.ID)
 	case w.ID == "":
