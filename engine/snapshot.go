@@ -124,7 +124,7 @@ func (m *Machine) ObserveRecord(t time.Time, rec *telemetry.Record) []Decision {
 		}
 		vals := m.valbuf[:len(m.fields)]
 		for i, f := range m.fields {
-			v, ok := rec.Values[f]
+			v, ok := rec.Value(f)
 			if !ok {
 				v = math.NaN()
 			}

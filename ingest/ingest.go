@@ -58,8 +58,9 @@ type Ingester struct {
 	lastOK atomic.Int64  // unix nanos of the last pull request that ended well
 
 	// Owned by Run.
-	handled  uint64 // highest stream sequence handed over or dead-lettered (after consume returns)
-	lastCSeq uint64 // consumer sequence of the last message received; 0 after a (re)start
+	handled  uint64            // highest stream sequence handed over or dead-lettered (after consume returns)
+	dec      telemetry.Decoder // used by consume's handler only, one at a time
+	lastCSeq uint64            // consumer sequence of the last message received; 0 after a (re)start
 }
 
 // New returns an Ingester; zero fields of cfg take their defaults and a nil
@@ -248,27 +249,38 @@ func (in *Ingester) reset(ctx context.Context) error {
 	return nil
 }
 
-// batch is a run of consecutive deliveries, checked, decoded and ready to
-// hand over and acknowledge together.
+// batch is a run of consecutive deliveries, checked by the receiver, to be
+// decoded, handed over and acknowledged together by the handler.
 type batch struct {
-	good      []Message
+	raw       []delivery // to decode: the deliveries not handled before, in stream order
+	good      []Message  // set by decode
 	dead      []deadLetter
 	n         int    // deliveries, redeliveries of handled messages included
 	lastReply string // reply subject of the delivery with the highest stream sequence: its AckAll covers the batch
 	lastSeq   uint64
 }
 
+// delivery is a message received and checked, not yet decoded.
+type delivery struct {
+	m   *nats.Msg
+	pos position
+}
+
 // consume runs ingest as a pipeline of two goroutines until ctx is done or
 // something fails:
 //
 //   - this one receives: it keeps pull requests outstanding (puller),
-//     checks the consumer sequence of every delivery, decodes and
-//     validates it, starts the dead letters, and collects batches;
-//   - a handler delivers each batch to the Sink, waits for its dead letters
-//     and acknowledges it.
+//     checks the consumer sequence of every delivery, skips redeliveries
+//     of handled messages, and collects batches;
+//   - a handler decodes and validates each batch, starts its dead letters,
+//     delivers it to the Sink, waits for its dead letters and
+//     acknowledges it.
 //
-// So receiving and decoding overlap with the owners applying the previous
-// batch and with the ack, instead of taking turns with them. The receiver
+// So receiving overlaps with decoding, with the owners applying the
+// previous batch and with the ack, instead of taking turns with them: the
+// receiver, which keeps the pull requests filled, does as little per
+// message as it can. Decoding in the handler keeps stream order, so dead
+// letters start and batches are acknowledged in the same order as before. The receiver
 // takes whatever has arrived, up to BatchSize, and hands the batch over as
 // soon as nothing more is waiting and the handler is free, or once it is
 // full (then receiving waits: at most two batches are in hand). A trickle
@@ -286,6 +298,8 @@ func (in *Ingester) consume(ctx context.Context) error {
 	defer cancel()
 	work := make(chan *batch)
 	stopped := make(chan struct{})
+	// free returns decoded batches' raw slices to the receiver for reuse.
+	free := make(chan []delivery, 2)
 	handled := in.handled
 	var herr error
 	go func() {
@@ -295,9 +309,13 @@ func (in *Ingester) consume(ctx context.Context) error {
 				return // the receiver sees stopped
 			}
 			handled = max(handled, b.lastSeq)
+			select {
+			case free <- b.raw[:0]:
+			default:
+			}
 		}
 	}()
-	err = in.receive(ctx, pl, work, stopped)
+	err = in.receive(ctx, pl, work, stopped, free)
 	close(work)
 	<-stopped
 	// A request expires FetchWait after it was sent, and the last was sent
@@ -319,9 +337,17 @@ func (in *Ingester) consume(ctx context.Context) error {
 // receive is the first stage of consume. It returns nil when ctx is done
 // or the handler stopped, and errGap or a pull error otherwise; it hands
 // over what it collected before returning.
-func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch, stopped <-chan struct{}) error {
+func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch, stopped <-chan struct{}, free <-chan []delivery) error {
 	taken := in.handled // highest stream sequence put into a batch
-	cur := in.newBatch(0)
+	newBatch := func() *batch {
+		select {
+		case raw := <-free:
+			return &batch{raw: raw}
+		default:
+			return &batch{raw: make([]delivery, 0, in.cfg.BatchSize)}
+		}
+	}
+	cur := newBatch()
 	// give hands cur to the handler, waiting until it takes it.
 	give := func() {
 		if cur.n == 0 {
@@ -329,7 +355,7 @@ func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch,
 		}
 		select {
 		case work <- cur:
-			cur = in.newBatch(len(cur.good))
+			cur = newBatch()
 		case <-stopped:
 		}
 	}
@@ -406,7 +432,7 @@ func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch,
 				return errUnanswered
 			}
 		case out <- cur:
-			cur = in.newBatch(len(cur.good))
+			cur = newBatch()
 			heard = true
 		case <-stopped:
 			return nil
@@ -417,7 +443,7 @@ func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch,
 	}
 }
 
-// take checks the delivery m, decodes it and adds it to b. taken is the
+// take checks the delivery m and adds it to b. taken is the
 // highest stream sequence put into a batch; a redelivery at or below it is
 // counted and skipped. It returns errGap when a delivery is missing.
 func (in *Ingester) take(b *batch, m *nats.Msg, taken *uint64) error {
@@ -439,21 +465,29 @@ func (in *Ingester) take(b *batch, m *nats.Msg, taken *uint64) error {
 		return nil
 	}
 	*taken = pos.stream
-	rec, rerr := in.check(m, pos)
-	if rerr != nil {
-		b.dead = append(b.dead, in.deadLetter(m, pos.stream, rerr))
-		return nil
-	}
-	b.good = append(b.good, Message{Seq: pos.stream, Subject: m.Subject, Record: rec, Received: pos.time()})
+	b.raw = append(b.raw, delivery{m, pos})
 	return nil
 }
 
-// newBatch returns an empty batch with room for about as many messages as
-// the previous one had: the Sink keeps each batch's slice, so it cannot be
-// reused, and a slice of BatchSize for every batch would cost a light load
-// far more than it needs.
-func (in *Ingester) newBatch(prev int) *batch {
-	return &batch{good: make([]Message, 0, min(max(prev, 16), in.cfg.BatchSize))}
+// decode decodes and validates b's deliveries, in order, into its good
+// messages and its dead letters, whose publishing it starts. The Sink
+// keeps the good messages' slice, so it is allocated for each batch, of
+// the exact size.
+func (in *Ingester) decode(b *batch) {
+	if len(b.raw) == 0 {
+		return
+	}
+	b.good = make([]Message, 0, len(b.raw))
+	for i := range b.raw {
+		d := &b.raw[i]
+		rec, rerr := in.check(d.m, d.pos)
+		if rerr != nil {
+			b.dead = append(b.dead, in.deadLetter(d.m, d.pos.stream, rerr))
+		} else {
+			b.good = append(b.good, Message{Seq: d.pos.stream, Subject: d.m.Subject, Record: rec, Received: d.pos.time()})
+		}
+		*d = delivery{} // the slice is reused: keep no message alive
+	}
 }
 
 type deliverError struct{ err error }
@@ -461,9 +495,10 @@ type deliverError struct{ err error }
 func (e *deliverError) Error() string { return "ingest: deliver: " + e.err.Error() }
 func (e *deliverError) Unwrap() error { return e.err }
 
-// handle is the second stage of consume: it delivers the good messages of
-// a batch, waits for its dead letters and acknowledges it on nc.
+// handle is the second stage of consume: it decodes a batch, delivers its
+// good messages, waits for its dead letters and acknowledges it on nc.
 func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
+	in.decode(b)
 	if len(b.good) > 0 {
 		if err := in.sink.Deliver(ctx, b.good); err != nil {
 			return &deliverError{err}
@@ -488,13 +523,14 @@ func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
 }
 
 // check validates one message against its transport context and decodes it.
+// Only consume's handler calls it (it uses in.dec).
 func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, *telemetry.Error) {
 	data := m.Data
 	if len(data) > int(in.cfg.MaxMsgSize) {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonTooLarge,
 			Err: fmt.Errorf("message of %d bytes exceeds the limit of %d", len(data), in.cfg.MaxMsgSize)}
 	}
-	rec, err := telemetry.Decode(data)
+	rec, err := in.dec.Decode(data)
 	if err != nil {
 		var te *telemetry.Error
 		if errors.As(err, &te) {

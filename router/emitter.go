@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +110,7 @@ type Emitter struct {
 	idSeq    uint64 // owned by the goroutine
 	builders map[batchKey]*telemetry.Builder
 	buf      []byte
+	vals     []telemetry.Value // reused for Record.Values
 
 	queued, dropped, overridden, published, emitted, duplicates, errs atomic.Uint64
 }
@@ -328,7 +331,7 @@ func (e *Emitter) handle(ev Event) {
 			Variant: analyzer.Variant(ev.Variant),
 			Time:    ev.Time.UTC(),
 			Unit:    unit,
-			Values:  validValues(ev.Values),
+			Values:  e.validValues(ev.Values),
 			Single: analyzer.Observation{
 				Variant:    analyzer.Variant(ev.Variant),
 				HasOutcome: true,
@@ -402,10 +405,15 @@ func (e *Emitter) publish(rec *telemetry.Record) {
 	e.published.Add(1)
 }
 
-// validValues returns vs without the values the wire format would reject
-// (which would make ingest reject the whole event): names not matching
-// [A-Za-z0-9_.-]{1,64}, values not in (0, MaxValue], beyond MaxValues.
-func validValues(vs map[string]float64) map[string]float64 {
+// validValues returns vs as a telemetry.Record's values, sorted by name,
+// without the values the wire format would reject (which would make ingest
+// reject the whole event): names not matching [A-Za-z0-9_.-]{1,64}, values
+// not in (0, MaxValue], beyond MaxValues. The slice is e.vals, reused by
+// the next event: publish encodes it before then.
+func (e *Emitter) validValues(vs map[string]float64) []telemetry.Value {
+	if len(vs) == 0 {
+		return nil
+	}
 	ok := func(name string, v float64) bool {
 		if !(v > 0 && v <= telemetry.MaxValue) || len(name) == 0 || len(name) > telemetry.MaxNameLen {
 			return false
@@ -418,18 +426,16 @@ func validValues(vs map[string]float64) map[string]float64 {
 		}
 		return true
 	}
-	clean := len(vs) <= telemetry.MaxValues
+	out := e.vals[:0]
 	for name, v := range vs {
-		clean = clean && ok(name, v)
-	}
-	if clean {
-		return vs
-	}
-	out := make(map[string]float64, min(len(vs), telemetry.MaxValues))
-	for name, v := range vs {
-		if ok(name, v) && len(out) < telemetry.MaxValues {
-			out[name] = v
+		if ok(name, v) {
+			out = append(out, telemetry.Value{Name: name, Value: v})
 		}
 	}
-	return out
+	slices.SortFunc(out, func(a, b telemetry.Value) int { return strings.Compare(a.Name, b.Name) })
+	e.vals = out
+	if len(out) == 0 {
+		return nil
+	}
+	return out[:min(len(out), telemetry.MaxValues)]
 }

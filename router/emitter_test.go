@@ -231,7 +231,7 @@ func TestEmitterValuesAndBadVariant(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 1", len(msgs))
 	}
 	rec := msgs[0].rec
-	if len(rec.Values) != 1 || rec.Values["cpu_ms"] != 3 || rec.Single.HasLatency {
+	if len(rec.Values) != 1 || rec.Values[0] != (telemetry.Value{Name: "cpu_ms", Value: 3}) || rec.Single.HasLatency {
 		t.Fatalf("event = %+v, want only value cpu_ms=3 and no latency", rec)
 	}
 	if got := e.Stats().Dropped; got != 1 {

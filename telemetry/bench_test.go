@@ -38,6 +38,16 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 		})
+		b.Run(bc.name+"/decoder", func(b *testing.B) {
+			var d Decoder
+			b.SetBytes(int64(len(bc.data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := d.Decode(bc.data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/verdict-dev/verdict/analyzer"
 )
@@ -31,9 +34,13 @@ type wireEvent struct {
 	HasErrors  bool
 	Latency    *wireLatency
 
-	// Set by fastUnmarshal instead of Values.
+	// Set by fastUnmarshal instead of Values: the first fastN entries of
+	// fastVals, sorted by name (see addValue).
 	fastHasValues bool
-	fastValues    map[string]float64
+	fastN         int
+	fastVals      [MaxValues + 1]Value
+
+	dec *Decoder // nil for Decode
 }
 
 // jsonEvent is wireEvent as encoding/json fills it: pointers tell an
@@ -96,15 +103,68 @@ var null = []byte("null")
 // Unknown fields are ignored, for forward compatibility; known fields of the
 // wrong type are rejected (ReasonBadJSON). Field names are matched as
 // encoding/json does, so a differently cased key ("Rollout") is accepted.
-func Decode(data []byte) (Record, error) { return decode(data, true) }
+func Decode(data []byte) (Record, error) { return decode(data, true, nil) }
 
-// decode is Decode, with the reflection-free fast path optional for tests.
-func decode(data []byte, fast bool) (Record, error) {
+// A Decoder decodes as Decode does, but takes the memory of the records'
+// id, unit and values out of chunks it allocates for many records at once,
+// instead of allocating for each record: fewer allocations when decoding a
+// stream. A record keeps its chunk alive, so a Decoder suits records that
+// are dropped soon after, such as a batch that is applied and discarded.
+// The zero Decoder is ready to use; it is not safe for concurrent use.
+type Decoder struct {
+	str  []byte  // unused part of the current chunk of string bytes
+	vals []Value // unused part of the current chunk of values
+}
+
+// Chunk sizes of a Decoder. Longer ids and units, and more values, than
+// fit in a quarter of a chunk are allocated on their own.
+const (
+	decoderStrChunk = 8 << 10
+	decoderValChunk = 256
+)
+
+// Decode decodes and validates one telemetry message, as the function Decode.
+func (d *Decoder) Decode(data []byte) (Record, error) { return decode(data, true, d) }
+
+// string returns a copy of the bytes of a and b, concatenated.
+func (d *Decoder) string(a, b string) string {
+	n := len(a) + len(b)
+	if n > decoderStrChunk/4 {
+		return a + b
+	}
+	if len(d.str) < n {
+		d.str = make([]byte, decoderStrChunk)
+	}
+	buf := d.str[:n:n]
+	d.str = d.str[n:]
+	copy(buf[copy(buf, a):], b)
+	return unsafe.String(unsafe.SliceData(buf), n)
+}
+
+// values returns a copy of vs.
+func (d *Decoder) values(vs []Value) []Value {
+	n := len(vs)
+	if n > decoderValChunk/4 {
+		return append([]Value(nil), vs...)
+	}
+	if len(d.vals) < n {
+		d.vals = make([]Value, decoderValChunk)
+	}
+	out := d.vals[:n:n]
+	d.vals = d.vals[n:]
+	copy(out, vs)
+	return out
+}
+
+// decode is Decode, with the reflection-free fast path optional for tests
+// and the memory taken from dec when it is not nil.
+func decode(data []byte, fast bool, dec *Decoder) (Record, error) {
 	if !utf8.Valid(data) {
 		return Record{}, reject(ReasonBadEncoding, "message is not valid UTF-8")
 	}
 	// w stays on the stack: the fallback decodes into its own jsonEvent.
 	var w wireEvent
+	w.dec = dec
 	if fast && fastUnmarshal(data, &w) {
 		// The fast path leaves rollout, id and unit aliasing data; the
 		// Record must own them.
@@ -115,6 +175,7 @@ func decode(data []byte, fast bool) (Record, error) {
 			return Record{}, reject(ReasonBadJSON, "%s", jsonDetail(err))
 		}
 		w = j.wire()
+		w.dec = dec
 	}
 	r := Record{Rollout: w.Rollout, ID: w.ID}
 	if err := w.header(&r); err != nil {
@@ -198,27 +259,29 @@ func (w *wireEvent) single(r *Record) error {
 		o.HasOutcome = true
 		o.Error = w.Error
 	}
-	vals := w.fastValues
+	vals := w.fastVals[:w.fastN]
 	if !w.fastHasValues && len(w.Values) > 0 && !bytes.Equal(w.Values, null) {
 		var err error
 		if vals, err = unmarshalValues(w.Values); err != nil {
 			return err
 		}
 	}
-	if vals != nil {
-		if len(vals) > MaxValues {
-			return reject(ReasonBadValue, "values: more than %d entries", MaxValues)
+	if len(vals) > MaxValues {
+		return reject(ReasonBadValue, "values: more than %d entries", MaxValues)
+	}
+	for _, v := range vals {
+		if !validName(v.Name) {
+			return reject(ReasonBadValue, "values: name %.80q does not match [A-Za-z0-9_.-]{1,64}", v.Name)
 		}
-		for name, v := range vals {
-			if !validName(name) {
-				return reject(ReasonBadValue, "values: name %.80q does not match [A-Za-z0-9_.-]{1,64}", name)
-			}
-			if !(v > 0 && v <= MaxValue) {
-				return reject(ReasonBadValue, "values.%s: %g is outside (0, %g]", name, v, float64(MaxValue))
-			}
+		if !(v.Value > 0 && v.Value <= MaxValue) {
+			return reject(ReasonBadValue, "values.%s: %g is outside (0, %g]", v.Name, v.Value, float64(MaxValue))
 		}
-		if len(vals) > 0 {
-			r.Values = vals
+	}
+	if len(vals) > 0 {
+		if w.dec != nil {
+			r.Values = w.dec.values(vals)
+		} else {
+			r.Values = append([]Value(nil), vals...) // one allocation of the exact size
 		}
 	}
 	if !o.HasLatency && !o.HasOutcome && r.Values == nil {
@@ -229,13 +292,18 @@ func (w *wireEvent) single(r *Record) error {
 	return nil
 }
 
-// unmarshalValues decodes a single event's values with encoding/json. It is
-// a function of its own so that only its map variable escapes to the heap.
-func unmarshalValues(raw json.RawMessage) (map[string]float64, error) {
-	var vals map[string]float64
-	if err := json.Unmarshal(raw, &vals); err != nil {
+// unmarshalValues decodes a single event's values with encoding/json, into
+// a slice sorted by name (a repeated name keeps its last value, as in a map).
+func unmarshalValues(raw json.RawMessage) ([]Value, error) {
+	var m map[string]float64
+	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, reject(ReasonBadJSON, "values: %s", jsonDetail(err))
 	}
+	vals := make([]Value, 0, len(m))
+	for name, v := range m {
+		vals = append(vals, Value{Name: name, Value: v})
+	}
+	slices.SortFunc(vals, func(a, b Value) int { return strings.Compare(a.Name, b.Name) })
 	return vals, nil
 }
 

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"math"
 	"reflect"
@@ -28,7 +29,7 @@ func TestDecodeSingle(t *testing.T) {
 			Variant: analyzer.Canary, HasLatency: true, HasOutcome: true,
 			LatencyMs: 12.5, Unit: UnitHash("user-123"),
 		},
-		Values: map[string]float64{"cpu_ms": 3.1},
+		Values: []Value{{Name: "cpu_ms", Value: 3.1}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Decode = %+v, want %+v", got, want)
@@ -273,5 +274,85 @@ func TestDecodeOwnsStrings(t *testing.T) {
 		if !reflect.DeepEqual(r, want) {
 			t.Fatalf("after overwriting the message: %+v, want %+v", r, want)
 		}
+	}
+}
+
+// TestValuesRepeatedAndOrder: values come sorted by name, and a repeated
+// name keeps its last value (as encoding/json does for a map), in both
+// decoders; an earlier bad value of a repeated name is overwritten, not
+// rejected.
+func TestValuesRepeatedAndOrder(t *testing.T) {
+	in := []byte(`{"rollout":"r","variant":"canary","values":{"b":1,"a":2,"b":-3,"c":4,"b":5}}`)
+	want := []Value{{"a", 2}, {"b", 5}, {"c", 4}}
+	for _, fast := range []bool{true, false} {
+		r, err := decode(in, fast, nil)
+		if err != nil {
+			t.Fatalf("fast=%v: %v", fast, err)
+		}
+		if !reflect.DeepEqual(r.Values, want) {
+			t.Errorf("fast=%v: Values = %v, want %v", fast, r.Values, want)
+		}
+		if v, ok := r.Value("c"); !ok || v != 4 {
+			t.Errorf("fast=%v: Value(c) = %v, %v", fast, v, ok)
+		}
+		if _, ok := r.Value("d"); ok {
+			t.Errorf("fast=%v: Value(d) found", fast)
+		}
+	}
+	// More than MaxValues distinct names, repeated names not counted twice.
+	var b strings.Builder
+	b.WriteString(`{"rollout":"r","variant":"canary","values":{`)
+	for i := range MaxValues + 1 {
+		fmt.Fprintf(&b, `"v%d":1,"v%d":2,`, i, i%3)
+	}
+	b.WriteString(`"v0":1}}`)
+	for _, fast := range []bool{true, false} {
+		if _, err := decode([]byte(b.String()), fast, nil); reason(err) != ReasonBadValue {
+			t.Errorf("fast=%v: %d names: err %v, want bad-value", fast, MaxValues+1, err)
+		}
+	}
+	// An unsorted or repeated slice is encoded sorted, the last of a name kept.
+	r := Record{Rollout: "r", Variant: 1, Values: []Value{{"b", 1}, {"a", 2}, {"b", 3}}}
+	r.Single.Variant = 1
+	enc, err := Encode(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(enc), `"values":{"a":2,"b":3}`) {
+		t.Errorf("Encode = %s", enc)
+	}
+}
+
+// TestDecoder: records from a Decoder equal Decode's and stay intact while
+// the Decoder fills and replaces its chunks.
+func TestDecoder(t *testing.T) {
+	var d Decoder
+	var got []Record
+	var want []Record
+	for i := range 3000 {
+		in := fmt.Sprintf(`{"rollout":"r%d","variant":"canary","latency_ms":1,"id":"id-%d","unit":"u-%d","values":{"a%d":1,"b":%d}}`, i%7, i, i, i%3, i+1)
+		if i%5 == 0 {
+			in = fmt.Sprintf(`{"rollout":"r","variant":"canary","id":"%s","values":{"x":1}}`, strings.Repeat("i", i%(MaxIDLen+1)))
+		}
+		r, err := d.Decode([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := Decode([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want = append(got, r), append(want, w)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatal("Decoder.Decode differs from Decode")
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := d.Decode(benchSingleValues); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0.1 {
+		t.Errorf("Decoder.Decode: %.2f allocations a message", allocs)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -70,13 +71,17 @@ func appendSingle(dst []byte, r *Record) ([]byte, bool) {
 	}
 	if len(r.Values) > 0 {
 		dst = append(dst, `,"values":{`...)
-		for i, name := range sortedKeys(r.Values) {
+		vals := r.Values
+		if !sortedValues(vals) {
+			vals = canonicalValues(vals)
+		}
+		for i, v := range vals {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendString(dst, name)
+			dst = appendString(dst, v.Name)
 			dst = append(dst, ':')
-			dst, ok = appendFloat(dst, r.Values[name], ok)
+			dst, ok = appendFloat(dst, v.Value, ok)
 		}
 		dst = append(dst, '}')
 	}
@@ -141,6 +146,34 @@ func appendFloat(dst []byte, f float64, ok bool) ([]byte, bool) {
 		return append(dst, '0'), false
 	}
 	return strconv.AppendFloat(dst, f, 'g', -1, 64), ok
+}
+
+// sortedValues reports whether vs is sorted by name, names distinct, as
+// Decode returns them.
+func sortedValues(vs []Value) bool {
+	for i := 1; i < len(vs); i++ {
+		if vs[i-1].Name >= vs[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalValues returns a copy of vs sorted by name, a repeated name
+// keeping its last value (what Decode makes of a repeated key).
+func canonicalValues(vs []Value) []Value {
+	out := slices.Clone(vs)
+	slices.SortStableFunc(out, func(a, b Value) int { return strings.Compare(a.Name, b.Name) })
+	j := 0
+	for i := range out {
+		if j > 0 && out[j-1].Name == out[i].Name {
+			out[j-1] = out[i]
+			continue
+		}
+		out[j] = out[i]
+		j++
+	}
+	return out[:j]
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -64,7 +64,7 @@ func (w *wireEvent) setNull(key []byte) bool {
 	case "error":
 		w.Error, w.HasError = false, false
 	case "values":
-		w.fastValues, w.Values = nil, nil
+		w.fastN, w.Values = 0, nil
 	default:
 		return false
 	}
@@ -108,12 +108,16 @@ func (w *wireEvent) set(p *parser, key []byte) bool {
 
 // own replaces the strings a Record keeps (rollout, id, unit), which
 // fastUnmarshal left aliasing the message, by copies: the rollout from the
-// intern table, id and unit in one allocation for both. Variant and time
+// intern table, id and unit in one allocation for both (or from w.dec's
+// chunk). Variant and time
 // are only parsed or quoted into errors, so they may keep aliasing data.
 func (w *wireEvent) own() {
 	w.Rollout = intern(w.Rollout)
 	switch {
 	case w.ID == "" && w.Unit == "":
+	case w.dec != nil:
+		s := w.dec.string(w.ID, w.Unit)
+		w.ID, w.Unit = s[:len(w.ID)], s[len(w.ID):]
 	case w.Unit == "":
 		w.ID = strings.Clone(w.ID)
 	case w.ID == "":
@@ -348,19 +352,18 @@ func (p *parser) int() (int64, bool) {
 	return v, err == nil
 }
 
-// values parses a flat object of numbers.
+// values parses a flat object of numbers into w.fastVals.
 func (p *parser) values(w *wireEvent) bool {
 	if !p.byte('{') {
 		return false
 	}
 	w.Values = nil
-	w.fastValues = nil
+	w.fastN = 0
 	w.fastHasValues = true
 	if p.peek() == '}' {
 		p.i++
 		return true
 	}
-	m := make(map[string]float64, 2)
 	for {
 		k, ok := p.str()
 		if !ok || !p.byte(':') {
@@ -370,16 +373,44 @@ func (p *parser) values(w *wireEvent) bool {
 		if !ok {
 			return false
 		}
-		m[intern(unsafe.String(unsafe.SliceData(k), len(k)))] = f
+		w.addValue(k, f)
 		switch p.next() {
 		case ',':
 		case '}':
-			w.fastValues = m
 			return true
 		default:
 			return false
 		}
 	}
+}
+
+// addValue sets the value called name as a map would: a repeated name
+// keeps its last value. w.fastVals stays sorted by name. Once it holds
+// more than MaxValues names (which Decode rejects) further new names are
+// not kept: the count is already over the limit.
+func (w *wireEvent) addValue(name []byte, f float64) {
+	n := w.fastN
+	i := 0
+	for ; i < n; i++ {
+		if c := compareName(w.fastVals[i].Name, name); c == 0 {
+			w.fastVals[i].Value = f
+			return
+		} else if c > 0 {
+			break
+		}
+	}
+	if n == len(w.fastVals) {
+		return
+	}
+	copy(w.fastVals[i+1:n+1], w.fastVals[i:n])
+	w.fastVals[i] = Value{Name: intern(unsafe.String(unsafe.SliceData(name), len(name))), Value: f}
+	w.fastN = n + 1
+}
+
+// compareName compares s with b as strings.Compare does, without
+// converting b.
+func compareName(s string, b []byte) int {
+	return strings.Compare(s, unsafe.String(unsafe.SliceData(b), len(b)))
 }
 
 // fastBuckets parses [[index, count], ...] of plain integers; false means

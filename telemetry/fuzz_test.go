@@ -36,9 +36,14 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := Decode(data)
 		// The fast path must agree with encoding/json wherever it answers.
-		slow, serr := decode(data, false)
+		slow, serr := decode(data, false, nil)
 		if !reflect.DeepEqual(r, slow) || reason(err) != reason(serr) {
 			t.Fatalf("Decode(%q):\nfast %+v, %v\nslow %+v, %v", data, r, err, slow, serr)
+		}
+		// A Decoder decodes the same, with its memory from chunks.
+		dr, derr := fuzzDecoder.Decode(data)
+		if !reflect.DeepEqual(r, dr) || reason(err) != reason(derr) {
+			t.Fatalf("Decoder.Decode(%q):\n got %+v, %v\nwant %+v, %v", data, dr, derr, r, err)
 		}
 		if err != nil {
 			var e *Error
@@ -60,6 +65,10 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// fuzzDecoder is shared by the fuzz inputs of one process, so its chunks
+// fill and are replaced.
+var fuzzDecoder Decoder
 
 func reason(err error) Reason {
 	var e *Error

@@ -95,11 +95,29 @@ type Record struct {
 	// Single is the request of a single event. Its Values is nil (the
 	// engine maps Values by name to its metrics); Unit is UnitHash(Unit).
 	Single analyzer.Observation
-	// Values are a single event's custom values; nil when none.
-	Values map[string]float64
+	// Values are a single event's custom values, sorted by name, names
+	// distinct; nil when none.
+	Values []Value
 
 	// Batch is non-nil for the batch form.
 	Batch *BatchRecord
+}
+
+// Value is one custom value of a single event. Names are interned by
+// Decode, so the same name shares its memory across records.
+type Value struct {
+	Name  string
+	Value float64
+}
+
+// Value returns the custom value called name, and whether r has it.
+func (r *Record) Value(name string) (float64, bool) {
+	for i := range r.Values {
+		if r.Values[i].Name == name {
+			return r.Values[i].Value, true
+		}
+	}
+	return 0, false
 }
 
 // BatchRecord is a decoded batch. Its analyzer.Batch.Values is nil: custom
