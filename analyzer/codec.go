@@ -170,6 +170,9 @@ func (a *Analyzer) UnmarshalBinary(data []byte) error {
 			q.nextN, q.epoch = r.i(), int32(r.i())
 			q.trials, q.slowHi, q.slowLo = r.i(), r.i(), r.i()
 			q.cHi, q.cLo = r.f(), r.f()
+			if q.trials < 0 || q.slowHi < 0 || q.slowLo < 0 || q.slowHi > q.trials || q.slowLo > q.trials {
+				r.fail("quantile counts out of range")
+			}
 		}
 	}
 	if r.err == nil && len(r.b) != 0 {
@@ -287,6 +290,9 @@ func (r *reader) step(s *stepCounts) {
 	s.out = [2]int64{r.i(), r.i()}
 	s.err = [2]int64{r.i(), r.i()}
 	s.weight = r.f()
+	if min(s.out[0], s.out[1], s.err[0], s.err[1]) < 0 {
+		r.fail("negative step counts")
+	}
 }
 
 func (r *reader) w(w *welford) {

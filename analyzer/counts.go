@@ -85,6 +85,10 @@ func logLowerTail(a, b, x float64) float64 {
 // Numerical Recipes §6.4 (modified Lentz) with its prefactor in log space.
 func logRegIncBeta(a, b, x float64) float64 {
 	switch {
+	case !(a > 0) || !(b > 0):
+		// Only counts that cannot happen (a corrupt checkpoint) get here;
+		// cephes would panic. NaN makes the caller's e-value "no evidence".
+		return math.NaN()
 	case !(x > 0):
 		return minLogE
 	case x >= 1:
