@@ -36,8 +36,11 @@ const benchUsage = `Usage: verdict bench [flags]
 Measures, in one run on one embedded JetStream server (reached over
 loopback TCP, as by verdict serve), each on fresh streams and buckets:
 
-  - a plain pull consumer with the engine's stream and consumer settings
-    that only acknowledges (AckAll per pull request, and explicit acks);
+  - plain pull consumers with the engine's stream and consumer settings
+    that only acknowledge: one on ingest's own pull protocol (two pull
+    requests outstanding, AckAll per batch), the reference of the ratio;
+    and, for comparison, Fetch with AckAll, with explicit acks and with
+    decoding, and nats.go's Consumer.Messages;
   - the engine's whole path for single JSON events of about 200 bytes
     (consume, decode, validate, analyse, acknowledge) with several numbers
     of active rollouts, and its ratio to the plain consumer;
