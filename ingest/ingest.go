@@ -361,24 +361,14 @@ func (in *Ingester) receive(ctx context.Context, pl *puller, work chan<- *batch,
 	}
 	// next handles one message from the subscription: a delivery or a
 	// status.
+	take := func(m *nats.Msg) error { return in.take(cur, m, &taken) }
 	next := func(m *nats.Msg) error {
-		isStatus, err := pl.status(m)
-		if err != nil {
-			return err
-		}
-		if !isStatus {
-			pl.pending--
-			if err := in.take(cur, m, &taken); err != nil {
-				return err
-			}
-		}
-		if pl.pending <= pl.batch {
-			// A request was answered in full or expired: the server is
-			// there and telemetry is being read.
+		answered, err := pl.next(m, take)
+		if answered {
+			// The server is there and telemetry is being read.
 			in.lastOK.Store(time.Now().UnixNano())
-			return pl.refill()
 		}
-		return nil
+		return err
 	}
 	// Silence for `unanswered` FetchWaits while waiting for deliveries
 	// means the requests are lost: the server expires each after one.

@@ -70,6 +70,27 @@ func (p *puller) refill() error {
 	return nil
 }
 
+// next accounts for m, a message from the subscription: a delivery goes
+// to deliver, a status is handled (see status). Once the outstanding
+// requests can bring no more than one batch, it sends the next pull
+// request and reports that a request was answered (in full or by expiry).
+func (p *puller) next(m *nats.Msg, deliver func(*nats.Msg) error) (answered bool, err error) {
+	isStatus, err := p.status(m)
+	if err != nil {
+		return false, err
+	}
+	if !isStatus {
+		p.pending--
+		if err := deliver(m); err != nil {
+			return false, err
+		}
+	}
+	if p.pending > p.batch {
+		return false, nil
+	}
+	return true, p.refill()
+}
+
 // close ends the pull: it waits (at most timeout) until the outstanding
 // requests are answered or expired, discarding what they bring, and
 // unsubscribes. No request may outlive its subscription: the server would

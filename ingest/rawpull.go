@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -30,25 +32,20 @@ func PullRaw(ctx context.Context, js jetstream.JetStream, cfg Config, n int) err
 	// Run's does. What the server still sends to the dead inbox is
 	// dropped unacknowledged; Run resets a consumer before it pulls.
 	defer func() { _ = p.sub.Unsubscribe() }()
-	for got := 0; got < n; {
+	got := 0
+	count := func(m *nats.Msg) error {
+		if got++; got%cfg.BatchSize == 0 || got == n {
+			if err := ack(p.nc, m.Reply); err != nil {
+				return fmt.Errorf("ack: %w", err)
+			}
+		}
+		return nil
+	}
+	for got < n {
 		select {
 		case m := <-p.msgs:
-			isStatus, err := p.status(m)
-			if err != nil {
+			if _, err := p.next(m, count); err != nil {
 				return err
-			}
-			if !isStatus {
-				p.pending--
-				if got++; got%cfg.BatchSize == 0 || got == n {
-					if err := ack(p.nc, m.Reply); err != nil {
-						return fmt.Errorf("ack: %w", err)
-					}
-				}
-			}
-			if p.pending <= p.batch {
-				if err := p.refill(); err != nil {
-					return err
-				}
 			}
 		case <-ctx.Done():
 			return ctx.Err()

@@ -343,21 +343,28 @@ func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 // rawOnce runs one plain consumer on a fresh stream created with the
 // engine's stream settings and holding the bench's single events.
 func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error)) (float64, error) {
-	{
-		ic, _ := b.names()
-		js, err := jetstream.New(b.nc)
-		if err != nil {
-			return 0, err
-		}
-		if err := ingest.Setup(ctx, js, ic); err != nil {
-			return 0, err
-		}
-		defer b.drop(ctx, ic, nil)
-		if err := b.publishSingles(ctx, ic, bench.RolloutIDs("bench", 1), b.o.events); err != nil {
-			return 0, err
-		}
-		return run(ctx, js, ic, b.o.events)
+	js, ic, drop, err := b.freshStream(ctx)
+	if err != nil {
+		return 0, err
 	}
+	defer drop()
+	if err := b.publishSingles(ctx, ic, bench.RolloutIDs("bench", 1), b.o.events); err != nil {
+		return 0, err
+	}
+	return run(ctx, js, ic, b.o.events)
+}
+
+// freshStream sets up a telemetry stream of its own, with the engine's
+// stream settings; drop deletes it.
+func (b *bencher) freshStream(ctx context.Context) (js jetstream.JetStream, ic ingest.Config, drop func(), err error) {
+	ic, _ = b.names()
+	if js, err = jetstream.New(b.nc); err != nil {
+		return nil, ic, nil, err
+	}
+	if err := ingest.Setup(ctx, js, ic); err != nil {
+		return nil, ic, nil, err
+	}
+	return js, ic, func() { b.drop(ctx, ic, nil) }, nil
 }
 
 // engineRun is one engine, started with startStack on fresh streams and
@@ -603,15 +610,11 @@ func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
 // of the latency measurement is published: whether this machine can carry
 // that load in and out at all, before any of Verdict's work.
 func (b *bencher) live(ctx context.Context, res *bench.Result) error {
-	ic, _ := b.names()
-	js, err := jetstream.New(b.nc)
+	js, ic, drop, err := b.freshStream(ctx)
 	if err != nil {
 		return err
 	}
-	if err := ingest.Setup(ctx, js, ic); err != nil {
-		return err
-	}
-	defer b.drop(ctx, ic, nil)
+	defer drop()
 	stop := make(chan struct{})
 	bgDone := make(chan float64)
 	go func() {
@@ -642,15 +645,11 @@ func (b *bencher) live(ctx context.Context, res *bench.Result) error {
 
 // emitter measures the router-side Emitter on a fresh stream.
 func (b *bencher) emitter(ctx context.Context, res *bench.Result) error {
-	ic, _ := b.names()
-	js, err := jetstream.New(b.nc)
+	_, ic, drop, err := b.freshStream(ctx)
 	if err != nil {
 		return err
 	}
-	if err := ingest.Setup(ctx, js, ic); err != nil {
-		return err
-	}
-	defer b.drop(ctx, ic, nil)
+	defer drop()
 	rate, err := bench.Emit(ctx, b.nc.ConnectedUrl(), ic.SubjectPrefix, b.o.emit)
 	if err != nil {
 		return err
