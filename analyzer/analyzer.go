@@ -61,6 +61,8 @@ type Analyzer struct {
 
 	evbuf   []evidence // Decide's scratch, one per metric; not state
 	evalCur stepCounts // Decide's scratch: the current step at the looked-at weight
+	sumW    float64    // the metrics' weights summed, in order
+	logSumW float64    // log(sumW)
 }
 
 // stepCounts are one step's error-test counts.
@@ -80,6 +82,7 @@ type unitSlot struct {
 type metricState struct {
 	Metric
 	weight  float64 // rollback average weight, > 0
+	logW    float64 // log(weight)
 	lambda0 float64 // ratio margin 1+m (errors, quantile)
 	sign    float64 // +1 when higher is worse, -1 when lower is worse
 	delta0  float64 // log-scale null boundary, bad-is-positive
@@ -107,6 +110,8 @@ func New(cfg Config) (*Analyzer, error) {
 		if ms.weight == 0 {
 			ms.weight = 1
 		}
+		ms.logW = math.Log(ms.weight)
+		a.sumW += ms.weight
 		ms.delta0 = math.Log1p(m.MaxIncrease)
 		switch m.Kind {
 		case Custom:
@@ -124,6 +129,7 @@ func New(cfg Config) (*Analyzer, error) {
 		ms.tau = gaussTau(ms.delta0)
 		a.metrics[i] = ms
 	}
+	a.logSumW = math.Log(a.sumW)
 	a.custom = make([][2]welford, len(a.customs))
 	if len(a.quants) > 0 {
 		a.hist = [2]hist{newHist(), newHist()}

@@ -66,6 +66,20 @@ func (p *betaPrior) logEDown(y, m float64) float64 {
 	return p.logE2(y, m) + logLowerTail(p.a+y, p.b+m-y, p.theta0) - p.downTail
 }
 
+// logLRSupUp returns the log of the largest binomial likelihood ratio of y
+// events in m at a share theta >= theta0 against theta0: 0 when y/m is at
+// most theta0, m KL(y/m || theta0) above it. A mixture of likelihood
+// ratios is at most the largest of them, so this bounds logBetaBinomUp(y,
+// m, theta0, k) and betaPrior.logEUp from above for every k, at the cost of
+// two logs instead of two log-betas and two incomplete betas (see
+// rollBound). Counts that make no sense (y > m) give NaN.
+func logLRSupUp(y, m, theta0 float64) float64 {
+	if y <= m*theta0 {
+		return 0
+	}
+	return xlogy(y, y/(m*theta0)) + xlogy(m-y, (m-y)/(m*(1-theta0)))
+}
+
 // logUpperTail returns log(1 - I_x(a, b)), computed as log I_{1-x}(b, a) to
 // avoid cancellation. Underflow is floored at minLogE.
 func logUpperTail(a, b, x float64) float64 {

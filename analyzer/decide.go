@@ -103,22 +103,15 @@ func (a *Analyzer) decide(s Step, full bool) Verdict {
 
 	srm := a.checkSRM(w)
 
-	// 1. Rollback: the weighted average of e-values, in log space.
-	var sw float64
-	avg := math.Inf(-1)
-	best := 0
-	for i, e := range evs {
-		wi := a.metrics[i].weight
-		sw += wi
-		if wi > 0 {
-			avg = logAddExp(avg, math.Log(wi)+e.logRoll)
-		}
-		if e.logRoll > evs[best].logRoll {
-			best = i
-		}
+	// 1. Rollback: the weighted average of e-values, in log space. With
+	// bounds in place of e-values (Check) an average below the threshold
+	// is final; one above needs the e-values.
+	thr := math.Log(1 / a.cfg.Alpha)
+	avg, best := a.rollAverage(evs)
+	if avg >= thr && a.exactRolls(evs) {
+		avg, best = a.rollAverage(evs)
 	}
-	avg -= math.Log(sw)
-	if avg >= math.Log(1/a.cfg.Alpha) {
+	if avg >= thr {
 		v.Action, v.Cause = Rollback, a.metrics[best].Name
 		if full {
 			v.Reason = a.rollbackReason(&a.metrics[best], &evs[best], avg)
@@ -338,6 +331,19 @@ func sanitizeProm(e *evidence) {
 		e.logProm = clampLog(e.logProm)
 		e.ready, e.bad = false, true
 	}
+}
+
+// rollAverage returns the log of the weighted average of the rollback
+// e-values and the metric with the largest.
+func (a *Analyzer) rollAverage(evs []evidence) (avg float64, best int) {
+	avg = math.Inf(-1)
+	for i, e := range evs {
+		avg = logAddExp(avg, a.metrics[i].logW+e.logRoll)
+		if e.logRoll > evs[best].logRoll {
+			best = i
+		}
+	}
+	return avg - a.logSumW, best
 }
 
 // logAddExp returns log(exp(x) + exp(y)).

@@ -13,6 +13,7 @@ type evidence struct {
 	ready   bool          // enough data for the promote test to mean something
 	bad     bool          // the e-values were not finite (corrupt state): never a promote
 	promOK  bool          // logProm is computed (Check computes it only when the rule needs it)
+	capped  bool          // logRoll is an upper bound, not the e-value (Check; see rollBound)
 	bound   func() string // the promote-side bound, for reasons (lazy: costly); full only
 }
 
@@ -56,15 +57,99 @@ func (a *Analyzer) errLogE(cur *stepCounts, lambda0, lambda float64, want uint8)
 // step's terms never change, so they are summed once into m (in the same
 // order as errLogE, so the result is the same to the last bit).
 func (a *Analyzer) errLogE0(m *metricState, cur *stepCounts, want uint8) float64 {
-	for ; m.errDone < len(a.steps); m.errDone++ {
-		r, p, _ := stepLogE(&a.steps[m.errDone], m.lambda0, m.lambda0, wantRoll|wantProm)
-		m.errRoll, m.errProm = m.errRoll+r, m.errProm+p
-	}
+	a.errSettle(m)
 	r, p, _ := stepLogE(cur, m.lambda0, m.lambda0, want)
 	if want == wantProm {
 		return clampLog(m.errProm + p)
 	}
 	return clampLog(m.errRoll + r)
+}
+
+// errSettle adds the steps completed since the last look to m's sums.
+func (a *Analyzer) errSettle(m *metricState) {
+	for ; m.errDone < len(a.steps); m.errDone++ {
+		r, p, _ := stepLogE(&a.steps[m.errDone], m.lambda0, m.lambda0, wantRoll|wantProm)
+		m.errRoll, m.errProm = m.errRoll+r, m.errProm+p
+	}
+}
+
+// Bounding the rollback e-values (Check).
+//
+// A look's cost is mostly the count tests' rollback e-values: two
+// log-betas and two incomplete betas each. Their bound logLRSupUp takes
+// two logs, and on a canary that is no worse than its margin it is far
+// below the e-value's running maximum (the state behind PValue) at almost
+// every look. When it is, the exact e-value can neither raise that maximum
+// nor, unless the bounds' average reaches 1/Alpha, a rollback: Check then
+// leaves the e-value out (evidence.capped, with the bound in logRoll) and
+// computes it only if the rule needs it. The action, the cause and the
+// state are exactly the mixture's (TestRollBound, TestCheckMatchesDecide).
+//
+// The computed mixture stays strictly below the computed bound over the
+// whole range of counts, shares and k, and below 0 when the bound is 0
+// (TestRollBound); a positive bound gets rollSlack on top, a margin for
+// rounding.
+
+// rollSlack is what the bound adds for rounding when it is positive.
+func rollSlack(m float64) float64 { return 1e-9 * (1 + m) }
+
+// rollBound turns the completed part done and the current part's bound
+// sup (from logLRSupUp) into a bound of the clamped log e-value.
+func rollBound(done, sup, m float64) float64 {
+	b := done
+	if sup != 0 {
+		b += sup + rollSlack(m)
+	}
+	return math.Max(b, minLogE) // the e-value is clamped there; NaN stays NaN
+}
+
+// errRollBound bounds errLogE0(m, cur, wantRoll) from above.
+func (a *Analyzer) errRollBound(m *metricState, cur *stepCounts) float64 {
+	a.errSettle(m)
+	n, y := float64(cur.err[0]+cur.err[1]), float64(cur.err[1])
+	if n == 0 {
+		return rollBound(m.errRoll, 0, 0)
+	}
+	return rollBound(m.errRoll, logLRSupUp(y, n, shareTheta(cur.rho(), m.lambda0)), n)
+}
+
+// quantRollBound bounds s.logERollback() from above.
+func quantRollBound(s *quantState) float64 {
+	if s.trials == 0 {
+		return 0
+	}
+	n := float64(s.trials)
+	return rollBound(0, logLRSupUp(float64(s.slowHi), n, s.roll.theta0), n)
+}
+
+// capRoll leaves the rollback e-value out, with bound in its place, when
+// bound shows it cannot raise the running maximum max.
+func (e *evidence) capRoll(bound, max float64) bool {
+	if bound <= max {
+		e.logRoll, e.capped = bound, true
+	}
+	return e.capped
+}
+
+// exactRolls replaces the bounds Check left in evs by the e-values and
+// reports whether there were any.
+func (a *Analyzer) exactRolls(evs []evidence) bool {
+	any := false
+	for i := range evs {
+		e := &evs[i]
+		if !e.capped {
+			continue
+		}
+		m := &a.metrics[i]
+		switch m.Kind {
+		case Errors:
+			e.logRoll = a.errLogE0(m, &a.evalCur, wantRoll)
+		case LatencyQuantile:
+			e.logRoll = m.q.logERollback()
+		}
+		e.res.EValue, e.capped, any = math.Exp(e.logRoll), false, true
+	}
+	return any
 }
 
 // stepLogE is one step's terms of errLogE.
@@ -100,7 +185,9 @@ func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts, full bool) eviden
 	nA, nB := a.totOut[Baseline], a.totOut[Canary]
 	eA, eB := float64(a.totErr[Baseline]), float64(a.totErr[Canary])
 	e.res.Samples = Samples{Baseline: nA, Canary: nB}
-	e.logRoll = a.errLogE0(m, cur, wantRoll)
+	if full || !e.capRoll(a.errRollBound(m, cur), m.maxLogE) {
+		e.logRoll = a.errLogE0(m, cur, wantRoll)
+	}
 	if full {
 		e.logProm, e.promOK = a.errLogE0(m, cur, wantProm), true
 	}
@@ -274,7 +361,9 @@ func (a *Analyzer) evalQuantile(m *metricState, full bool) evidence {
 	s := &m.q
 	ha, hb := &a.hist[Baseline], &a.hist[Canary]
 	e.res.Samples = Samples{Baseline: ha.n, Canary: hb.n}
-	e.logRoll = s.logERollback()
+	if full || !e.capRoll(quantRollBound(s), m.maxLogE) {
+		e.logRoll = s.logERollback()
+	}
 	if full {
 		e.logProm, e.promOK = s.logEPromote(), true
 	}
