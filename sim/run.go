@@ -115,8 +115,16 @@ type MethodSummary struct {
 	P90RequestsToRollback    *int64 `json:"p90RequestsToRollback"`
 	MedianRequestsToPromote  *int64 `json:"medianRequestsToPromote"`
 
-	// SampleSize is the fixed horizon (fixed-mann-whitney only).
+	// SampleSize is the fixed horizon (fixed-mann-whitney only), with
+	// each metric tested at alpha: k metrics roll back a good canary up
+	// to k times alpha of the time.
 	SampleSize int64 `json:"sampleSize,omitempty"`
+	// SampleSizeFamilywise is the fixed horizon with each of the k
+	// metrics tested at alpha/k, so that a good canary is rolled back at
+	// most alpha of the time, the bound Verdict keeps over all its
+	// metrics: the like-for-like comparison (fixed-mann-whitney only; the
+	// same as SampleSize for one metric).
+	SampleSizeFamilywise int64 `json:"sampleSizeFamilywise,omitempty"`
 	// Causes counts rollbacks by cause, most frequent first.
 	Causes []CauseCount `json:"rollbackCauses"`
 }
@@ -197,7 +205,8 @@ type simulation struct {
 	sc        Scenario
 	timeCap   time.Duration
 	peerShare float64
-	mwSize    int64
+	mwSize    int64 // the fixed horizon at alpha per metric
+	mwSizeFW  int64 // and at alpha/k
 	metrics   []peerMetric
 	ref       *reference
 }
@@ -224,6 +233,7 @@ func newSimulation(cfg Config) (*simulation, error) {
 		return nil, fmt.Errorf("policy %s: first step at 100%%: nothing to compare; pin a share with --share", pol.Name)
 	}
 	s.mwSize = fixedSampleSize(&s.sc, s.metrics, s.peerShare/100, pol.Alpha)
+	s.mwSizeFW = fixedSampleSize(&s.sc, s.metrics, s.peerShare/100, pol.Alpha/float64(len(pol.Metrics)))
 	s.ref = referenceFor(&s.sc, s.timeCap)
 	return s, nil
 }

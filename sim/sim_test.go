@@ -245,6 +245,9 @@ func fasterThanFixed(t *testing.T, rep *Report, single string) {
 		t.Fatal(err)
 	}
 	matched := fixedSampleSize(&sc, metrics, pol.Steps[0].Weight/100, pol.Alpha/float64(k))
+	if mw.SampleSizeFamilywise != matched {
+		t.Errorf("report's familywise sample size %d, want %d (alpha/%d per metric)", mw.SampleSizeFamilywise, matched, k)
+	}
 	med := *v.MedianRequestsToRollback
 	t.Logf("%s, policy %s (%d metrics): verdict median %d requests to rollback; fixed horizon %d at alpha/%d per metric (same false rollback rate), %d at alpha per metric (ratio %.2f)",
 		rep.Scenario, rep.Policy, k, med, matched, k, mw.SampleSize, float64(med)/float64(mw.SampleSize))

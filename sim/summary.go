@@ -23,7 +23,7 @@ func (s *simulation) report(results [][]Result) *Report {
 		}
 		m := summarise(name, col)
 		if name == MethodFixedMW {
-			m.SampleSize = s.mwSize
+			m.SampleSize, m.SampleSizeFamilywise = s.mwSize, s.mwSizeFW
 		}
 		rep.Methods = append(rep.Methods, m)
 	}

@@ -140,7 +140,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		return 0
 	}
-	writeTable(stdout, rep, &sc)
+	writeTable(stdout, rep, &sc, len(pol.Metrics))
 	return 0
 }
 
@@ -159,7 +159,7 @@ func scenarioList() string {
 }
 
 // writeTable prints the report for people.
-func writeTable(w io.Writer, rep *sim.Report, sc *sim.Scenario) {
+func writeTable(w io.Writer, rep *sim.Report, sc *sim.Scenario, metrics int) {
 	fmt.Fprintf(w, "scenario  %s: %s\n", rep.Scenario, sc.Summary)
 	if rep.Share != nil {
 		fmt.Fprintf(w, "policy    %s, canary share pinned at %s%% for every method\n", rep.Policy, fmtNum(*rep.Share))
@@ -172,7 +172,10 @@ func writeTable(w io.Writer, rep *sim.Report, sc *sim.Scenario) {
 	width := len("method")
 	for i, m := range rep.Methods {
 		names[i] = m.Method
-		if m.SampleSize > 0 {
+		switch {
+		case m.SampleSize > 0 && m.SampleSizeFamilywise != m.SampleSize:
+			names[i] += fmt.Sprintf(" (n=%d; %d at alpha/%d)", m.SampleSize, m.SampleSizeFamilywise, metrics)
+		case m.SampleSize > 0:
 			names[i] += " (n=" + strconv.FormatInt(m.SampleSize, 10) + ")"
 		}
 		width = max(width, len(names[i]))
