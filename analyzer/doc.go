@@ -173,6 +173,17 @@
 // calls Decide only for the looks that emit a decision
 // (TestCheckMatchesDecide; BenchmarkCheck against BenchmarkDecide).
 //
+// Check also skips the count tests' rollback mixtures (two log-betas and
+// two incomplete betas each) when they cannot matter. A mixture of
+// likelihood ratios is at most the largest of them: for y of m events at
+// null share theta0 that is 1 when y/m <= theta0 and exp(m KL(y/m ||
+// theta0)) above, two logs. While that bound cannot raise the e-value's
+// running maximum (the state behind the p-value) and the bounds' weighted
+// average stays below 1/Alpha, the mixture's exact value changes neither
+// the action nor the state, so it is not computed; on a canary that is no
+// worse than its margins, that is almost every look (TestRollBound,
+// TestCheckCapsRollbacks).
+//
 // With four metrics of equal weight one metric alone needs E >= 4/Alpha to
 // roll back, which costs about 1.5x in detection time against a policy
 // with that metric alone (see the tests' logs).
