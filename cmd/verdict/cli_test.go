@@ -142,6 +142,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		{"nosuchcommand"},
 		{"serve", "extra"},
 		{"serve", "--log-format", "xml"},
+		{"serve", "--checkpoint-rate", "0"},
 	} {
 		if code, _, _ := verdict(t, args...); code != 2 {
 			t.Errorf("verdict %v: exit %d, want 2", args, code)

@@ -54,6 +54,7 @@ type serveFlags struct {
 	engineID                                     string
 	leaseTTL                                     time.Duration
 	metrics, logFormat, logLevel                 string
+	checkpointRate                               int
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -69,6 +70,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	host, _ := os.Hostname()
 	fs.StringVar(&f.engineID, "engine-id", fmt.Sprintf("%s-%d", host, os.Getpid()), "this engine's `name` in the leader lease")
 	fs.DurationVar(&f.leaseTTL, "lease-ttl", 10*time.Second, "leader lease `duration`: a standby takes over this long after the leader stops renewing")
+	fs.IntVar(&f.checkpointRate, "checkpoint-rate", 1000, "at most `n` rollout checkpoints a second on the engine's own schedule: with more active rollouts each is checkpointed every active/rate seconds, which bounds what a restart replays (docs/RELIABILITY.md)")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this `address` (e.g. :9090); off when empty")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -81,6 +83,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if fs.NArg() != 0 {
 		fs.Usage()
+		return 2
+	}
+	if f.checkpointRate < 1 {
+		fmt.Fprintf(stderr, "verdict serve: --checkpoint-rate %d: need at least 1\n", f.checkpointRate)
 		return 2
 	}
 	log, err := newLogger(stderr, f.logFormat, f.logLevel)
@@ -170,7 +176,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 			}
 		}()
 	}
-	err = runFenced(ctx, nc, stackConfig{policies: cur.policies(), log: log, now: now}, lease, func(st *stack) {
+	err = runFenced(ctx, nc, stackConfig{policies: cur.policies(), log: log, now: now, checkpointRate: f.checkpointRate}, lease, func(st *stack) {
 		cur.setStack(st)
 		log.Info("engine running")
 	})

@@ -78,6 +78,8 @@ type stackConfig struct {
 	policies policy.Set      // the initial policy set
 	log      *slog.Logger
 	now      func() time.Time
+	// checkpointRate is engine.Options.MaxCheckpointRate (0: its default).
+	checkpointRate int
 	// lease, when set, fences the stack: decisions and checkpoints are
 	// refused unless the lease is held. runFenced sets it.
 	lease *actuator.Lease
@@ -127,7 +129,7 @@ func startStack(nc *nats.Conn, cfg stackConfig) (*stack, error) {
 	}
 	var in *ingest.Ingester
 	eng := engine.New(engine.Options{Store: store{act, cfg.lease}, Log: cfg.log, Now: cfg.now,
-		Live: func() bool { return in.Live() }})
+		MaxCheckpointRate: cfg.checkpointRate, Live: func() bool { return in.Live() }})
 	in = ingest.New(js, cfg.ingest, eng, cfg.log)
 	eng.SetPolicies(cfg.policies)
 	specs, err := act.Specs(ctx)
