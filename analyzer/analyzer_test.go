@@ -134,10 +134,27 @@ func FuzzUnmarshalBinary(f *testing.F) {
 		if err := c.UnmarshalBinary(re); err != nil {
 			t.Fatalf("re-decoding failed: %v", err)
 		}
-		for _, m := range c.Decide(Step{Weight: 5}).Metrics {
+		// Check must answer as Decide and leave the same state, whatever
+		// the counts (its bounds stand in for e-values it skips).
+		st := Step{Weight: 5, Elapsed: 2 * time.Minute, MinDuration: time.Minute, MinRequests: 1}
+		d := mustNew(t, defaultConfig())
+		if err := d.UnmarshalBinary(re); err != nil {
+			t.Fatal(err)
+		}
+		act, cause := d.Check(st)
+		v := c.Decide(st)
+		if act != v.Action || cause != v.Cause {
+			t.Fatalf("Check = %v %q, Decide = %v %q", act, cause, v.Action, v.Cause)
+		}
+		for _, m := range v.Metrics {
 			if !resultFinite(&m) {
 				t.Fatalf("non-finite result %+v", m)
 			}
+		}
+		cs, _ := c.MarshalBinary()
+		ds, _ := d.MarshalBinary()
+		if !bytes.Equal(cs, ds) {
+			t.Fatal("the state after Check differs from the state after Decide")
 		}
 	})
 }

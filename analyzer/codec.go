@@ -167,7 +167,12 @@ func (a *Analyzer) UnmarshalBinary(data []byte) error {
 		m.maxLogE = r.f()
 		if m.Kind == LatencyQuantile {
 			q := &m.q
-			q.nextN, q.epoch = r.i(), int32(r.i())
+			q.nextN = r.i()
+			if e := r.i(); e <= maxEpochs {
+				q.epoch = int32(e)
+			} else {
+				r.fail("quantile epoch out of range") // int32 would wrap it
+			}
 			q.trials, q.slowHi, q.slowLo = r.i(), r.i(), r.i()
 			q.cHi, q.cLo = r.f(), r.f()
 			if q.trials < 0 || q.slowHi < 0 || q.slowLo < 0 || q.slowHi > q.trials || q.slowLo > q.trials {
