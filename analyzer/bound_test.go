@@ -8,12 +8,13 @@ import (
 	"pgregory.net/rapid"
 )
 
-// TestRollBound checks the bound Check uses in place of the rollback
-// e-values, over counts up to ten million, shares from 1e-6 to 1-1e-6 and
-// every k the tests use: the computed mixture is below 0 when the bound is
-// 0, and exceeds a positive bound, by rounding where the prior sits where
-// the likelihood ratio is flat, by less than a hundredth of rollSlack.
-func TestRollBound(t *testing.T) {
+// TestCountBounds checks the bounds Check uses in place of the count
+// tests' e-values, both sides, over counts up to ten million, shares from
+// 1e-6 to 1-1e-6 and every k the tests use: the computed mixture is below 0
+// when the bound is 0, and exceeds a positive bound, by rounding where the
+// prior sits where the likelihood ratio is flat, by less than a hundredth
+// of boundSlack.
+func TestCountBounds(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		m := math.Floor(math.Exp(rapid.Float64Range(0, 16).Draw(t, "logM")))
 		theta0 := math.Exp(-rapid.Float64Range(0, 13.8).Draw(t, "-logTheta0"))
@@ -29,19 +30,27 @@ func TestRollBound(t *testing.T) {
 		}
 		y = math.Min(math.Max(y, 0), m)
 
-		sup := logLRSupUp(y, m, theta0)
 		prior := newBetaPrior(theta0, k)
-		for _, e := range []float64{logBetaBinomUp(y, m, theta0, k), prior.logEUp(y, m)} {
-			switch {
-			case sup == 0 && !(e < 0):
-				t.Fatalf("y=%v m=%v theta0=%v k=%v: bound 0, mixture %v", y, m, theta0, k, e)
-			case sup > 0 && !(e <= sup+rollSlack(m)/100):
-				t.Fatalf("y=%v m=%v theta0=%v k=%v: bound %v, mixture %v", y, m, theta0, k, sup, e)
+		for _, c := range []struct {
+			side string
+			sup  float64
+			es   []float64
+		}{
+			{"up", logLRSupUp(y, m, theta0), []float64{logBetaBinomUp(y, m, theta0, k), prior.logEUp(y, m)}},
+			{"down", logLRSupDown(y, m, theta0), []float64{logBetaBinomDown(y, m, theta0, k), prior.logEDown(y, m)}},
+		} {
+			for _, e := range c.es {
+				switch {
+				case c.sup == 0 && !(e < 0):
+					t.Fatalf("%s y=%v m=%v theta0=%v k=%v: bound 0, mixture %v", c.side, y, m, theta0, k, e)
+				case c.sup > 0 && !(e <= c.sup+boundSlack(m)/100):
+					t.Fatalf("%s y=%v m=%v theta0=%v k=%v: bound %v, mixture %v", c.side, y, m, theta0, k, c.sup, e)
+				}
 			}
 		}
 	})
-	if got := logLRSupUp(5, 3, 0.1); !math.IsNaN(got) {
-		t.Errorf("impossible counts: bound %v, want NaN (never skip)", got)
+	if up, down := logLRSupUp(5, 3, 0.1), logLRSupDown(-1, 3, 0.1); !math.IsNaN(up) || !math.IsNaN(down) {
+		t.Errorf("impossible counts: bounds %v and %v, want NaN (never skip)", up, down)
 	}
 }
 

@@ -72,9 +72,19 @@ func (p *betaPrior) logEDown(y, m float64) float64 {
 // ratios is at most the largest of them, so this bounds logBetaBinomUp(y,
 // m, theta0, k) and betaPrior.logEUp from above for every k, at the cost of
 // two logs instead of two log-betas and two incomplete betas (see
-// rollBound). Counts that make no sense (y > m) give NaN.
+// logEBound). Counts that make no sense (y > m) give NaN.
 func logLRSupUp(y, m, theta0 float64) float64 {
 	if y <= m*theta0 {
+		return 0
+	}
+	return xlogy(y, y/(m*theta0)) + xlogy(m-y, (m-y)/(m*(1-theta0)))
+}
+
+// logLRSupDown is logLRSupUp's mirror: the largest likelihood ratio at a
+// share theta <= theta0, which bounds logBetaBinomDown and
+// betaPrior.logEDown.
+func logLRSupDown(y, m, theta0 float64) float64 {
+	if y >= m*theta0 {
 		return 0
 	}
 	return xlogy(y, y/(m*theta0)) + xlogy(m-y, (m-y)/(m*(1-theta0)))

@@ -134,6 +134,11 @@ func (a *Analyzer) decide(s Step, full bool) Verdict {
 		thrP := math.Log(1 / a.cfg.PromoteAlpha)
 		for i := range evs {
 			e := &evs[i]
+			if e.ready && !e.promOK && a.promBound(i) < thrP {
+				// Check: the promote e-value cannot reach the threshold.
+				blocked, blocker = a.metrics[i].Name, i
+				break
+			}
 			if e.ready {
 				a.promEvidence(i, e)
 			}

@@ -181,8 +181,10 @@
 // running maximum (the state behind the p-value) and the bounds' weighted
 // average stays below 1/Alpha, the mixture's exact value changes neither
 // the action nor the state, so it is not computed; on a canary that is no
-// worse than its margins, that is almost every look (TestRollBound,
-// TestCheckCapsRollbacks).
+// worse than its margins, that is almost every look (TestCountBounds,
+// TestCheckCapsRollbacks). The mirror bound (share <= theta0) blocks a
+// promote without the promote mixture while it is below 1/PromoteAlpha:
+// the long wait of a good canary on little traffic.
 //
 // With four metrics of equal weight one metric alone needs E >= 4/Alpha to
 // roll back, which costs about 1.5x in detection time against a policy

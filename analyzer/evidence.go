@@ -13,7 +13,7 @@ type evidence struct {
 	ready   bool          // enough data for the promote test to mean something
 	bad     bool          // the e-values were not finite (corrupt state): never a promote
 	promOK  bool          // logProm is computed (Check computes it only when the rule needs it)
-	capped  bool          // logRoll is an upper bound, not the e-value (Check; see rollBound)
+	capped  bool          // logRoll is an upper bound, not the e-value (Check; see logEBound)
 	bound   func() string // the promote-side bound, for reasons (lazy: costly); full only
 }
 
@@ -73,32 +73,35 @@ func (a *Analyzer) errSettle(m *metricState) {
 	}
 }
 
-// Bounding the rollback e-values (Check).
+// Bounding the count tests' e-values (Check).
 //
-// A look's cost is mostly the count tests' rollback e-values: two
-// log-betas and two incomplete betas each. Their bound logLRSupUp takes
-// two logs, and on a canary that is no worse than its margin it is far
-// below the e-value's running maximum (the state behind PValue) at almost
-// every look. When it is, the exact e-value can neither raise that maximum
-// nor, unless the bounds' average reaches 1/Alpha, a rollback: Check then
-// leaves the e-value out (evidence.capped, with the bound in logRoll) and
-// computes it only if the rule needs it. The action, the cause and the
-// state are exactly the mixture's (TestRollBound, TestCheckMatchesDecide).
+// A look's cost is mostly the count tests' mixtures: two log-betas and two
+// incomplete betas each. Their bounds logLRSupUp and logLRSupDown take two
+// logs. On a canary no worse than its margin the rollback bound is below
+// the e-value's running maximum (the state behind PValue) at almost every
+// look; the exact e-value can then neither raise that maximum nor, unless
+// the bounds' average reaches 1/Alpha, a rollback, so Check leaves it out
+// (evidence.capped, with the bound in logRoll) and computes it only if the
+// rule needs it. Likewise a promote bound below the promote threshold
+// blocks the promote without the mixture (promBound). The action, the
+// cause and the state are exactly the mixtures' (TestCountBounds,
+// TestCheckMatchesDecide, FuzzUnmarshalBinary).
 //
 // The computed mixture stays strictly below the computed bound over the
 // whole range of counts, shares and k, and below 0 when the bound is 0
-// (TestRollBound); a positive bound gets rollSlack on top, a margin for
+// (TestCountBounds); a positive bound gets boundSlack on top, a margin for
 // rounding.
 
-// rollSlack is what the bound adds for rounding when it is positive.
-func rollSlack(m float64) float64 { return 1e-9 * (1 + m) }
+// boundSlack is what a bound adds for rounding when it is positive.
+func boundSlack(m float64) float64 { return 1e-9 * (1 + m) }
 
-// rollBound turns the completed part done and the current part's bound
-// sup (from logLRSupUp) into a bound of the clamped log e-value.
-func rollBound(done, sup, m float64) float64 {
+// logEBound turns the completed part done and the current part's bound
+// sup (from logLRSupUp or logLRSupDown) into a bound of the clamped log
+// e-value.
+func logEBound(done, sup, m float64) float64 {
 	b := done
 	if sup != 0 {
-		b += sup + rollSlack(m)
+		b += sup + boundSlack(m)
 	}
 	return math.Max(b, minLogE) // the e-value is clamped there; NaN stays NaN
 }
@@ -108,9 +111,9 @@ func (a *Analyzer) errRollBound(m *metricState, cur *stepCounts) float64 {
 	a.errSettle(m)
 	n, y := float64(cur.err[0]+cur.err[1]), float64(cur.err[1])
 	if n == 0 {
-		return rollBound(m.errRoll, 0, 0)
+		return logEBound(m.errRoll, 0, 0)
 	}
-	return rollBound(m.errRoll, logLRSupUp(y, n, shareTheta(cur.rho(), m.lambda0)), n)
+	return logEBound(m.errRoll, logLRSupUp(y, n, shareTheta(cur.rho(), m.lambda0)), n)
 }
 
 // quantRollBound bounds s.logERollback() from above.
@@ -119,7 +122,7 @@ func quantRollBound(s *quantState) float64 {
 		return 0
 	}
 	n := float64(s.trials)
-	return rollBound(0, logLRSupUp(float64(s.slowHi), n, s.roll.theta0), n)
+	return logEBound(0, logLRSupUp(float64(s.slowHi), n, s.roll.theta0), n)
 }
 
 // capRoll leaves the rollback e-value out, with bound in its place, when
@@ -129,6 +132,36 @@ func (e *evidence) capRoll(bound, max float64) bool {
 		e.logRoll, e.capped = bound, true
 	}
 	return e.capped
+}
+
+// promBound bounds metric i's promote log e-value from above, as
+// errRollBound and quantRollBound do the rollback ones, for the metrics
+// whose promote e-value Check leaves out (errors and quantiles): a look
+// whose bound is below the promote threshold is blocked by that metric
+// whatever the mixture says, so Check does not compute it (the canary
+// that has not yet shown it is within the margin: the long wait of a
+// good canary on little traffic). NaN, never below, when the counts make
+// no sense.
+func (a *Analyzer) promBound(i int) float64 {
+	m := &a.metrics[i]
+	switch m.Kind {
+	case Errors:
+		a.errSettle(m)
+		cur := &a.evalCur
+		n, y := float64(cur.err[0]+cur.err[1]), float64(cur.err[1])
+		if n == 0 {
+			return logEBound(m.errProm, 0, 0)
+		}
+		return logEBound(m.errProm, logLRSupDown(y, n, shareTheta(cur.rho(), m.lambda0)), n)
+	case LatencyQuantile:
+		s := &m.q
+		if s.trials == 0 {
+			return 0
+		}
+		n := float64(s.trials)
+		return logEBound(0, logLRSupDown(float64(s.slowLo), n, s.prom.theta0), n)
+	}
+	return math.Inf(1)
 }
 
 // exactRolls replaces the bounds Check left in evs by the e-values and
