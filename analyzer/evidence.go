@@ -106,23 +106,33 @@ func logEBound(done, sup, m float64) float64 {
 	return math.Max(b, minLogE) // the e-value is clamped there; NaN stays NaN
 }
 
-// errRollBound bounds errLogE0(m, cur, wantRoll) from above.
-func (a *Analyzer) errRollBound(m *metricState, cur *stepCounts) float64 {
+// errEBound bounds the errors test's rollback (up) or promote log e-value
+// at the current look, errLogE0(m, &a.evalCur, ...), from above.
+func (a *Analyzer) errEBound(m *metricState, up bool) float64 {
 	a.errSettle(m)
+	done, sup := m.errProm, logLRSupDown
+	if up {
+		done, sup = m.errRoll, logLRSupUp
+	}
+	cur := &a.evalCur
 	n, y := float64(cur.err[0]+cur.err[1]), float64(cur.err[1])
 	if n == 0 {
-		return logEBound(m.errRoll, 0, 0)
+		return logEBound(done, 0, 0)
 	}
-	return logEBound(m.errRoll, logLRSupUp(y, n, shareTheta(cur.rho(), m.lambda0)), n)
+	return logEBound(done, sup(y, n, shareTheta(cur.rho(), m.lambda0)), n)
 }
 
-// quantRollBound bounds s.logERollback() from above.
-func quantRollBound(s *quantState) float64 {
+// quantEBound bounds a quantile test's rollback (up, s.logERollback) or
+// promote (s.logEPromote) log e-value from above.
+func quantEBound(s *quantState, up bool) float64 {
 	if s.trials == 0 {
 		return 0
 	}
 	n := float64(s.trials)
-	return logEBound(0, logLRSupUp(float64(s.slowHi), n, s.roll.theta0), n)
+	if up {
+		return logEBound(0, logLRSupUp(float64(s.slowHi), n, s.roll.theta0), n)
+	}
+	return logEBound(0, logLRSupDown(float64(s.slowLo), n, s.prom.theta0), n)
 }
 
 // capRoll leaves the rollback e-value out, with bound in its place, when
@@ -134,32 +144,18 @@ func (e *evidence) capRoll(bound, max float64) bool {
 	return e.capped
 }
 
-// promBound bounds metric i's promote log e-value from above, as
-// errRollBound and quantRollBound do the rollback ones, for the metrics
-// whose promote e-value Check leaves out (errors and quantiles): a look
-// whose bound is below the promote threshold is blocked by that metric
-// whatever the mixture says, so Check does not compute it (the canary
-// that has not yet shown it is within the margin: the long wait of a
-// good canary on little traffic). NaN, never below, when the counts make
+// promBound bounds metric i's promote log e-value from above, for the
+// metrics whose promote e-value Check leaves out (errors and quantiles): a
+// look whose bound is below the promote threshold is blocked by that
+// metric whatever the mixture says. NaN, never below, when the counts make
 // no sense.
 func (a *Analyzer) promBound(i int) float64 {
 	m := &a.metrics[i]
 	switch m.Kind {
 	case Errors:
-		a.errSettle(m)
-		cur := &a.evalCur
-		n, y := float64(cur.err[0]+cur.err[1]), float64(cur.err[1])
-		if n == 0 {
-			return logEBound(m.errProm, 0, 0)
-		}
-		return logEBound(m.errProm, logLRSupDown(y, n, shareTheta(cur.rho(), m.lambda0)), n)
+		return a.errEBound(m, false)
 	case LatencyQuantile:
-		s := &m.q
-		if s.trials == 0 {
-			return 0
-		}
-		n := float64(s.trials)
-		return logEBound(0, logLRSupDown(float64(s.slowLo), n, s.prom.theta0), n)
+		return quantEBound(&m.q, false)
 	}
 	return math.Inf(1)
 }
@@ -218,7 +214,7 @@ func (a *Analyzer) evalErrors(m *metricState, cur *stepCounts, full bool) eviden
 	nA, nB := a.totOut[Baseline], a.totOut[Canary]
 	eA, eB := float64(a.totErr[Baseline]), float64(a.totErr[Canary])
 	e.res.Samples = Samples{Baseline: nA, Canary: nB}
-	if full || !e.capRoll(a.errRollBound(m, cur), m.maxLogE) {
+	if full || !e.capRoll(a.errEBound(m, true), m.maxLogE) {
 		e.logRoll = a.errLogE0(m, cur, wantRoll)
 	}
 	if full {
@@ -394,7 +390,7 @@ func (a *Analyzer) evalQuantile(m *metricState, full bool) evidence {
 	s := &m.q
 	ha, hb := &a.hist[Baseline], &a.hist[Canary]
 	e.res.Samples = Samples{Baseline: ha.n, Canary: hb.n}
-	if full || !e.capRoll(quantRollBound(s), m.maxLogE) {
+	if full || !e.capRoll(quantEBound(s, true), m.maxLogE) {
 		e.logRoll = s.logERollback()
 	}
 	if full {
