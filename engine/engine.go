@@ -289,6 +289,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 		}
 	}
 	b := &batch{msgs: msgs, idx: idx, done: make(chan struct{})}
+	now := e.mono() // one clock read for the whole call: the owners' lastData
 	b.pending.Store(int32(len(groups)))
 	var err error
 	for _, g := range groups {
@@ -297,7 +298,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 			d := delivery{b: b, lo: g.end - g.n, hi: g.end}
 			// Mostly the owner is waiting on its inbox and this call
 			// can apply its messages itself, without waking it.
-			if rest, ok := o.tryInline(d); ok {
+			if rest, ok := o.tryInline(d, now); ok {
 				if rest.b == nil {
 					o.pendingSends.Add(-1)
 					continue

@@ -217,7 +217,8 @@ func (o *owner) run(ctx context.Context) {
 // of d (possibly empty), queued, for the caller to send to the inbox;
 // the owner publishes them first. handled reports whether d was taken
 // (applied, or part applied and rest to send); if not, the caller sends d.
-func (o *owner) tryInline(d delivery) (rest delivery, handled bool) {
+// now is the caller's reading of mono, for lastData.
+func (o *owner) tryInline(d delivery, now int64) (rest delivery, handled bool) {
 	if !o.mu.TryLock() {
 		return delivery{}, false
 	}
@@ -226,7 +227,7 @@ func (o *owner) tryInline(d delivery) (rest delivery, handled bool) {
 		return delivery{}, false
 	}
 	ds, rest := o.observe(d)
-	o.lastData.Store(o.e.mono())
+	o.lastData.Store(now)
 	if len(ds) == 0 {
 		d.b.ownerDone()
 		return delivery{}, true
