@@ -56,7 +56,9 @@ type Options struct {
 	// MaxCheckpointRate), plus one tick of the engine's clock. Default
 	// 1,000 a second: 10,000 active rollouts are checkpointed every 10s.
 	MaxCheckpointRate int
-	// QueueLen bounds each rollout owner's inbox (in deliveries). Default 64.
+	// QueueLen bounds each rollout owner's inbox (in deliveries). Default 8:
+	// a Deliver call sends an owner at most one delivery and waits for it,
+	// and ingest has one call at a time, so more is memory for nothing.
 	QueueLen int
 	// Lateness is how far (event time) behind a rollout's clock an event
 	// may be and still count as on time. A later one is counted all the
@@ -121,7 +123,7 @@ func New(opts Options) *Engine {
 		opts.MaxCheckpointRate = 1000
 	}
 	if opts.QueueLen <= 0 {
-		opts.QueueLen = 64
+		opts.QueueLen = 8
 	}
 	if opts.Lateness <= 0 {
 		opts.Lateness = 30 * time.Second
