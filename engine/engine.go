@@ -88,7 +88,7 @@ type Engine struct {
 	// scans every owner. A plain map: at 10,000 rollouts a sync.Map's
 	// trie cost a cache miss per level.
 	knownMu sync.RWMutex
-	known   map[string]struct{}
+	known   map[string]string // id to itself: the copy Rollout returns
 
 	updates chan struct{} // wakes Run to reconcile
 	ready   chan struct{} // closed once Run has started the owners it can
@@ -133,7 +133,7 @@ func New(opts Options) *Engine {
 		specs:   map[string]Spec{},
 		owners:  map[string]*owner{},
 		ended:   map[string]bool{},
-		known:   map[string]struct{}{},
+		known:   map[string]string{},
 		updates: make(chan struct{}, 1),
 		ready:   make(chan struct{}),
 		start:   time.Now(),
@@ -208,8 +208,11 @@ func (e *Engine) SetSpec(s Spec, deleted bool) {
 		delete(e.specs, s.Rollout)
 		delete(e.known, s.Rollout)
 	} else {
+		if id, ok := e.known[s.Rollout]; ok {
+			s.Rollout = id // one copy of the id: the keys of specs and owners
+		}
 		e.specs[s.Rollout] = s
-		e.known[s.Rollout] = struct{}{}
+		e.known[s.Rollout] = s.Rollout
 	}
 	e.knownMu.Unlock()
 	e.mu.Unlock()
@@ -223,13 +226,21 @@ func (e *Engine) wake() {
 	}
 }
 
-// Known reports whether a rollout has a spec. Telemetry for unknown
-// rollouts is dead-lettered by ingest.
+// Known reports whether a rollout has a spec.
 func (e *Engine) Known(rollout string) bool {
-	e.knownMu.RLock()
-	_, ok := e.known[rollout]
-	e.knownMu.RUnlock()
+	_, ok := e.Rollout(rollout)
 	return ok
+}
+
+// Rollout reports whether a rollout has a spec (telemetry for unknown
+// rollouts is dead-lettered by ingest) and returns the engine's copy of
+// its id, the key of the owners' map: Deliver's lookups of that string
+// compare pointers, not bytes.
+func (e *Engine) Rollout(rollout string) (string, bool) {
+	e.knownMu.RLock()
+	id, ok := e.known[rollout]
+	e.knownMu.RUnlock()
+	return id, ok
 }
 
 // Ignored counts telemetry for known rollouts that had no running owner

@@ -27,9 +27,12 @@ type Message struct {
 
 // Sink takes accepted messages. The engine implements it.
 type Sink interface {
-	// Known reports whether a rollout exists; messages of unknown rollouts
+	// Rollout reports whether a rollout exists and returns the Sink's own
+	// copy of its id, which delivered Records keep as their Rollout:
+	// rollout aliases the message, and one copy shared by all of a
+	// rollout's Records costs no allocation. Messages of unknown rollouts
 	// are dead-lettered. It is called for every message and must be cheap.
-	Known(rollout string) bool
+	Rollout(rollout string) (id string, ok bool)
 	// Deliver hands over msgs, in stream order, and returns once every
 	// rollout owner has taken them; only then are they acknowledged. The
 	// Sink owns msgs after the call. An error stops Run, and the messages
@@ -77,6 +80,7 @@ func New(js jetstream.JetStream, cfg Config, sink Sink, log *slog.Logger) *Inges
 		in.reasons[r] = i
 	}
 	in.rejected = make([]atomic.Uint64, len(in.reasons))
+	in.dec.SharedRollout = true // check replaces it with the Sink's copy
 	in.dl = deadLetterPublisher(js, in.cfg.DeadLetterTimeout, log)
 	return in
 }
@@ -532,10 +536,12 @@ func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, *telemet
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonSubjectMismatch,
 			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, m.Subject)}
 	}
-	if !in.sink.Known(rec.Rollout) {
+	id, ok := in.sink.Rollout(rec.Rollout) // rec.Rollout aliases data until here
+	if !ok {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonUnknownRollout,
 			Err: fmt.Errorf("no rollout %q", rec.Rollout)}
 	}
+	rec.Rollout = id
 	if rec.Time.IsZero() {
 		rec.Time = pos.time().UTC()
 	}
