@@ -52,8 +52,7 @@ type Analyzer struct {
 	totOut [2]int64 // requests with an outcome, whole rollout
 	totErr [2]int64 // counted (distinct-unit) errors, whole rollout
 
-	seq    uint64 // requests seen by Observe, the dedup clock
-	recent [2][dedupSlots]unitSlot
+	seq uint64 // requests seen by Observe, the dedup clock
 
 	lat    [2]welford   // log latency, whole rollout
 	custom [][2]welford // log values per Custom metric
@@ -61,6 +60,10 @@ type Analyzer struct {
 
 	evbuf   []evidence // Decide's scratch, one per metric; not state
 	evalCur stepCounts // Decide's scratch: the current step at the looked-at weight
+
+	// Last: 8 KiB that an error touches one slot of, after the fields
+	// every Observe touches, which then share a few cache lines.
+	recent [2][dedupSlots]unitSlot
 }
 
 // stepCounts are one step's error-test counts.

@@ -89,12 +89,6 @@ type owner struct {
 	// when none is queued, so a rollout's messages keep their order.
 	queued atomic.Int32
 
-	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
-	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
-	// does not wake the owner.
-	lastSpec Spec
-	specSent bool
-
 	streamSeq uint64 // last telemetry stream sequence applied
 
 	// The engine's clock reads these to decide which owners to wake (see
@@ -112,6 +106,14 @@ type owner struct {
 	// the Deliver call numbered dgen.
 	dgen   uint64
 	dgroup int32
+
+	// Cold fields last, so that the ones a Deliver call touches share
+	// three cache lines.
+	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
+	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
+	// does not wake the owner.
+	lastSpec Spec
+	specSent bool
 }
 
 func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
