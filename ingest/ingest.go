@@ -34,8 +34,10 @@ type Sink interface {
 	// are dead-lettered. It is called for every message and must be cheap.
 	Rollout(rollout string) (id string, ok bool)
 	// Deliver hands over msgs, in stream order, and returns once every
-	// rollout owner has taken them; only then are they acknowledged. The
-	// Sink owns msgs after the call. An error stops Run, and the messages
+	// rollout owner has taken them; only then are they acknowledged. After
+	// it returns nil, ingest reuses msgs' memory for a later batch (a Sink
+	// that keeps messages copies them); after an error the Sink keeps
+	// msgs, which owners may still be applying. An error stops Run, and the messages
 	// are delivered again to the next Run. ctx is done when the batch must
 	// be abandoned, which is DrainTimeout after shutdown was requested.
 	Deliver(ctx context.Context, msgs []Message) error
@@ -63,6 +65,7 @@ type Ingester struct {
 	// Owned by Run.
 	handled  uint64            // highest stream sequence handed over or dead-lettered (after consume returns)
 	dec      telemetry.Decoder // used by consume's handler only, one at a time
+	spare    []Message         // the handler's last delivered batch, to reuse
 	lastCSeq uint64            // consumer sequence of the last message received; 0 after a (re)start
 }
 
@@ -464,14 +467,19 @@ func (in *Ingester) take(b *batch, m *nats.Msg, taken *uint64) error {
 }
 
 // decode decodes and validates b's deliveries, in order, into its good
-// messages and its dead letters, whose publishing it starts. The Sink
-// keeps the good messages' slice, so it is allocated for each batch, of
-// the exact size.
+// messages and its dead letters, whose publishing it starts. The good
+// messages go into the slice of the last batch the Sink took without an
+// error (a Message is about 200 bytes, allocated and collected per event
+// otherwise).
 func (in *Ingester) decode(b *batch) {
 	if len(b.raw) == 0 {
 		return
 	}
-	b.good = make([]Message, 0, len(b.raw))
+	if cap(in.spare) >= len(b.raw) {
+		b.good, in.spare = in.spare[:0], nil
+	} else {
+		b.good = make([]Message, 0, len(b.raw))
+	}
 	for i := range b.raw {
 		d := &b.raw[i]
 		rec, rerr := in.check(d.m, d.pos)
@@ -495,8 +503,11 @@ func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
 	in.decode(b)
 	if len(b.good) > 0 {
 		if err := in.sink.Deliver(ctx, b.good); err != nil {
-			return &deliverError{err}
+			return &deliverError{err} // the Sink keeps b.good
 		}
+	}
+	if cap(b.good) > cap(in.spare) {
+		in.spare = b.good
 	}
 	in.awaitDeadLetters(ctx, b.dead)
 	faults.At(faults.BeforeAck)
