@@ -83,7 +83,7 @@ type Engine struct {
 	ended    map[string]bool   // rollouts whose owner finished (terminal)
 	policies policy.Set
 	// known holds the ids of specs (the keys of specs, written under mu
-	// and knownMu), for Known: ingest asks once per event, and under its
+	// and knownMu), for Rollout: ingest asks once per event, and under its
 	// own lock it never waits for mu, which the clock holds while it
 	// scans every owner. A plain map: at 10,000 rollouts a sync.Map's
 	// trie cost a cache miss per level.

@@ -37,9 +37,10 @@ type Sink interface {
 	// rollout owner has taken them; only then are they acknowledged. After
 	// it returns nil, ingest reuses msgs' memory for a later batch (a Sink
 	// that keeps messages copies them); after an error the Sink keeps
-	// msgs, which owners may still be applying. An error stops Run, and the messages
-	// are delivered again to the next Run. ctx is done when the batch must
-	// be abandoned, which is DrainTimeout after shutdown was requested.
+	// msgs, which its owners may still be applying. An error stops Run,
+	// and the messages are delivered again to the next Run. ctx is done
+	// when the batch must be abandoned, which is DrainTimeout after
+	// shutdown was requested.
 	Deliver(ctx context.Context, msgs []Message) error
 }
 
