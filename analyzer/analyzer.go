@@ -52,17 +52,20 @@ type Analyzer struct {
 	totOut [2]int64 // requests with an outcome, whole rollout
 	totErr [2]int64 // counted (distinct-unit) errors, whole rollout
 
-	seq    uint64 // requests seen by Observe, the dedup clock
-	recent [2][dedupSlots]unitSlot
+	seq uint64 // requests seen by Observe, the dedup clock
 
 	lat    [2]welford   // log latency, whole rollout
 	custom [][2]welford // log values per Custom metric
-	hist   [2]hist      // latency histograms; nil counts when unused
+	hist   [2]hist      // latency histograms; empty when unused
 
 	evbuf   []evidence // Decide's scratch, one per metric; not state
 	evalCur stepCounts // Decide's scratch: the current step at the looked-at weight
 	sumW    float64    // the metrics' weights summed, in order
 	logSumW float64    // log(sumW)
+
+	// Last: 8 KiB that an error touches one slot of, after the fields
+	// every Observe touches, which then share a few cache lines.
+	recent [2][dedupSlots]unitSlot
 }
 
 // stepCounts are one step's error-test counts.
@@ -97,7 +100,8 @@ type metricState struct {
 	errRoll, errProm float64
 }
 
-// New validates cfg and returns an Analyzer with all its memory allocated.
+// New validates cfg and returns an Analyzer with all its memory allocated
+// but the latency histograms' (see Observe).
 func New(cfg Config) (*Analyzer, error) {
 	if err := validate(cfg); err != nil {
 		return nil, err
@@ -131,9 +135,6 @@ func New(cfg Config) (*Analyzer, error) {
 	}
 	a.logSumW = math.Log(a.sumW)
 	a.custom = make([][2]welford, len(a.customs))
-	if len(a.quants) > 0 {
-		a.hist = [2]hist{newHist(), newHist()}
-	}
 	return a, nil
 }
 
@@ -219,7 +220,9 @@ func (a *Analyzer) Requests() (baseline, canary int64) {
 	return a.stepReq[Baseline], a.stepReq[Canary]
 }
 
-// Observe adds one request. It runs in constant time and does not allocate.
+// Observe adds one request. It runs in constant time and does not allocate,
+// except when a latency falls outside the buckets its histogram covers so
+// far (which then grows by a chunk: a few times in an analyzer's life).
 // Observations of an unknown variant are ignored; so are latencies that
 // are NaN or negative and custom values that are not positive and finite.
 func (a *Analyzer) Observe(o *Observation) {

@@ -10,7 +10,8 @@ import (
 
 // Checkpoint format: a magic, a version, a fingerprint of the metric
 // configuration, then the state in a fixed order (little-endian fixed
-// width for floats, varints for counts; histograms and unit tables sparse).
+// width for floats, varints for counts; histograms and unit tables sparse,
+// a histogram's buckets numbered from MinBucket).
 
 const codecVersion = 2
 
@@ -73,7 +74,7 @@ func (a *Analyzer) MarshalBinary() ([]byte, error) {
 			b = binary.AppendUvarint(b, n)
 			for j, c := range h.counts {
 				if c != 0 {
-					b = binary.AppendUvarint(b, uint64(j))
+					b = binary.AppendUvarint(b, uint64(int32(j)+h.lo-MinBucket))
 					b = binary.AppendUvarint(b, c)
 				}
 			}
@@ -158,7 +159,9 @@ func (a *Analyzer) UnmarshalBinary(data []byte) error {
 					r.fail("bucket out of range")
 					break
 				}
-				h.counts[j] = r.uv()
+				if c := r.uv(); c != 0 {
+					h.counts[h.index(int32(j)+MinBucket)] = c
+				}
 			}
 		}
 	}

@@ -4,8 +4,10 @@
 //
 // It is pure maths: no I/O, no clocks, no logging, no randomness. The same
 // calls in the same order give the same results bit for bit (no map is
-// iterated in a computation). Observe is O(1) and allocation-free; all
-// memory is allocated by New (under 64 KiB for the usual 2-4 metrics, see
+// iterated in a computation). Observe is O(1) and allocation-free once the
+// latency histograms cover the latencies seen (they grow by chunks of
+// buckets, a few times in an analyzer's life); all other memory is
+// allocated by New (under 64 KiB for the usual 2-4 metrics, see
 // TestStateSize). An Analyzer is owned by one goroutine.
 //
 // # Conventions

@@ -92,20 +92,55 @@ func clampMs(ms float64) float64 {
 	return ms
 }
 
-// hist is a dense log-bucketed histogram.
+// histChunk is the granularity of a histogram's window: it grows by whole
+// chunks of buckets aligned on MinBucket, so the window depends only on
+// the lowest and highest bucket ever counted, not on the order of the
+// counts (a restored or batch-fed histogram equals the original).
+const histChunk = 64
+
+// hist is a log-bucketed histogram. It keeps counts only for a window of
+// buckets that covers every bucket counted so far: real latencies occupy
+// a few hundred of the numBuckets, and at 10,000 rollouts the dense
+// array was most of a rollout's memory. The zero value is empty.
 type hist struct {
-	counts []uint64 // len numBuckets, index i-MinBucket
+	counts []uint64 // counts[j] is bucket lo+j; outside the window, 0
+	lo     int32
 	n      int64
 }
-
-func newHist() hist { return hist{counts: make([]uint64, numBuckets)} }
 
 func (h *hist) add(i int32, c int64) {
 	if c <= 0 {
 		return
 	}
-	h.counts[clampBucket(i)-MinBucket] += uint64(c)
+	h.counts[h.index(clampBucket(i))] += uint64(c)
 	h.n += c
+}
+
+// index returns the index in counts of bucket i (within [MinBucket,
+// MaxBucket]), growing the window to cover it.
+func (h *hist) index(i int32) uint {
+	if j := uint(i - h.lo); j < uint(len(h.counts)) {
+		return j
+	}
+	return h.grow(i)
+}
+
+// grow widens the window to cover bucket i and returns its index: the
+// only allocation, at most numBuckets/histChunk times in a histogram's
+// life.
+func (h *hist) grow(i int32) uint {
+	lo, hi := i, i
+	if len(h.counts) > 0 {
+		lo, hi = min(lo, h.lo), max(hi, h.lo+int32(len(h.counts))-1)
+	}
+	lo = MinBucket + (lo-MinBucket)/histChunk*histChunk
+	hi = min(MinBucket+((hi-MinBucket)/histChunk+1)*histChunk-1, MaxBucket)
+	c := make([]uint64, hi-lo+1)
+	if len(h.counts) > 0 {
+		copy(c[h.lo-lo:], h.counts)
+	}
+	h.counts, h.lo = c, lo
+	return uint(i - lo)
 }
 
 // rankBucket returns the bucket holding the r-th smallest value (1-based,
@@ -121,7 +156,7 @@ func (h *hist) rankBucket(r int64) int32 {
 	for j, c := range h.counts {
 		cum += c
 		if cum >= uint64(r) {
-			return int32(j) + MinBucket
+			return int32(j) + h.lo
 		}
 	}
 	return MaxBucket

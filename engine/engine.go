@@ -56,7 +56,9 @@ type Options struct {
 	// MaxCheckpointRate), plus one tick of the engine's clock. Default
 	// 1,000 a second: 10,000 active rollouts are checkpointed every 10s.
 	MaxCheckpointRate int
-	// QueueLen bounds each rollout owner's inbox (in deliveries). Default 64.
+	// QueueLen bounds each rollout owner's inbox (in deliveries). Default 8:
+	// a Deliver call sends an owner at most one delivery and waits for it,
+	// and ingest has one call at a time, so more is memory for nothing.
 	QueueLen int
 	// Lateness is how far (event time) behind a rollout's clock an event
 	// may be and still count as on time. A later one is counted all the
@@ -81,10 +83,12 @@ type Engine struct {
 	ended    map[string]bool   // rollouts whose owner finished (terminal)
 	policies policy.Set
 	// known holds the ids of specs (the keys of specs, written under mu
-	// with it), for Known: ingest asks once per event, from its receiver
-	// goroutine, and a lock-free read there does not contend for mu with
-	// Deliver on the other goroutine.
-	known sync.Map
+	// and knownMu), for Rollout: ingest asks once per event, and under its
+	// own lock it never waits for mu, which the clock holds while it
+	// scans every owner. A plain map: at 10,000 rollouts a sync.Map's
+	// trie cost a cache miss per level.
+	knownMu sync.RWMutex
+	known   map[string]string // id to itself: the copy Rollout returns
 
 	updates chan struct{} // wakes Run to reconcile
 	ready   chan struct{} // closed once Run has started the owners it can
@@ -119,7 +123,7 @@ func New(opts Options) *Engine {
 		opts.MaxCheckpointRate = 1000
 	}
 	if opts.QueueLen <= 0 {
-		opts.QueueLen = 64
+		opts.QueueLen = 8
 	}
 	if opts.Lateness <= 0 {
 		opts.Lateness = 30 * time.Second
@@ -129,6 +133,7 @@ func New(opts Options) *Engine {
 		specs:   map[string]Spec{},
 		owners:  map[string]*owner{},
 		ended:   map[string]bool{},
+		known:   map[string]string{},
 		updates: make(chan struct{}, 1),
 		ready:   make(chan struct{}),
 		start:   time.Now(),
@@ -198,13 +203,18 @@ func (e *Engine) SetPolicies(s policy.Set) {
 // deleted removes it.
 func (e *Engine) SetSpec(s Spec, deleted bool) {
 	e.mu.Lock()
+	e.knownMu.Lock()
 	if deleted {
 		delete(e.specs, s.Rollout)
-		e.known.Delete(s.Rollout)
+		delete(e.known, s.Rollout)
 	} else {
+		if id, ok := e.known[s.Rollout]; ok {
+			s.Rollout = id // one copy of the id: the keys of specs and owners
+		}
 		e.specs[s.Rollout] = s
-		e.known.Store(s.Rollout, struct{}{})
+		e.known[s.Rollout] = s.Rollout
 	}
+	e.knownMu.Unlock()
 	e.mu.Unlock()
 	e.wake()
 }
@@ -216,11 +226,21 @@ func (e *Engine) wake() {
 	}
 }
 
-// Known reports whether a rollout has a spec. Telemetry for unknown
-// rollouts is dead-lettered by ingest.
+// Known reports whether a rollout has a spec.
 func (e *Engine) Known(rollout string) bool {
-	_, ok := e.known.Load(rollout)
+	_, ok := e.Rollout(rollout)
 	return ok
+}
+
+// Rollout reports whether a rollout has a spec (telemetry for unknown
+// rollouts is dead-lettered by ingest) and returns the engine's copy of
+// its id, the key of the owners' map: Deliver's lookups of that string
+// compare pointers, not bytes.
+func (e *Engine) Rollout(rollout string) (string, bool) {
+	e.knownMu.RLock()
+	id, ok := e.known[rollout]
+	e.knownMu.RUnlock()
+	return id, ok
 }
 
 // Ignored counts telemetry for known rollouts that had no running owner
@@ -282,6 +302,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 		}
 	}
 	b := &batch{msgs: msgs, idx: idx, done: make(chan struct{})}
+	now := e.mono() // one clock read for the whole call: the owners' lastData
 	b.pending.Store(int32(len(groups)))
 	var err error
 	for _, g := range groups {
@@ -290,7 +311,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 			d := delivery{b: b, lo: g.end - g.n, hi: g.end}
 			// Mostly the owner is waiting on its inbox and this call
 			// can apply its messages itself, without waking it.
-			if rest, ok := o.tryInline(d); ok {
+			if rest, ok := o.tryInline(d, now); ok {
 				if rest.b == nil {
 					o.pendingSends.Add(-1)
 					continue

@@ -89,12 +89,6 @@ type owner struct {
 	// when none is queued, so a rollout's messages keep their order.
 	queued atomic.Int32
 
-	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
-	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
-	// does not wake the owner.
-	lastSpec Spec
-	specSent bool
-
 	streamSeq uint64 // last telemetry stream sequence applied
 
 	// The engine's clock reads these to decide which owners to wake (see
@@ -112,6 +106,14 @@ type owner struct {
 	// the Deliver call numbered dgen.
 	dgen   uint64
 	dgroup int32
+
+	// Cold fields last, so that the ones a Deliver call touches share
+	// three cache lines.
+	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
+	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
+	// does not wake the owner.
+	lastSpec Spec
+	specSent bool
 }
 
 func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
@@ -217,7 +219,8 @@ func (o *owner) run(ctx context.Context) {
 // of d (possibly empty), queued, for the caller to send to the inbox;
 // the owner publishes them first. handled reports whether d was taken
 // (applied, or part applied and rest to send); if not, the caller sends d.
-func (o *owner) tryInline(d delivery) (rest delivery, handled bool) {
+// now is the caller's reading of mono, for lastData.
+func (o *owner) tryInline(d delivery, now int64) (rest delivery, handled bool) {
 	if !o.mu.TryLock() {
 		return delivery{}, false
 	}
@@ -226,7 +229,7 @@ func (o *owner) tryInline(d delivery) (rest delivery, handled bool) {
 		return delivery{}, false
 	}
 	ds, rest := o.observe(d)
-	o.lastData.Store(o.e.mono())
+	o.lastData.Store(now)
 	if len(ds) == 0 {
 		d.b.ownerDone()
 		return delivery{}, true

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -10,7 +11,7 @@ import (
 // nopSink accepts everything and counts.
 type nopSink struct{}
 
-func (nopSink) Known(string) bool                        { return true }
+func (nopSink) Rollout(id string) (string, bool)         { return strings.Clone(id), true }
 func (nopSink) Deliver(context.Context, []Message) error { return nil }
 
 // BenchmarkIngest measures end-to-end consumption: pull, decode, validate,

@@ -27,14 +27,20 @@ type Message struct {
 
 // Sink takes accepted messages. The engine implements it.
 type Sink interface {
-	// Known reports whether a rollout exists; messages of unknown rollouts
+	// Rollout reports whether a rollout exists and returns the Sink's own
+	// copy of its id, which delivered Records keep as their Rollout:
+	// rollout aliases the message, and one copy shared by all of a
+	// rollout's Records costs no allocation. Messages of unknown rollouts
 	// are dead-lettered. It is called for every message and must be cheap.
-	Known(rollout string) bool
+	Rollout(rollout string) (id string, ok bool)
 	// Deliver hands over msgs, in stream order, and returns once every
-	// rollout owner has taken them; only then are they acknowledged. The
-	// Sink owns msgs after the call. An error stops Run, and the messages
-	// are delivered again to the next Run. ctx is done when the batch must
-	// be abandoned, which is DrainTimeout after shutdown was requested.
+	// rollout owner has taken them; only then are they acknowledged. After
+	// it returns nil, ingest reuses msgs' memory for a later batch (a Sink
+	// that keeps messages copies them); after an error the Sink keeps
+	// msgs, which its owners may still be applying. An error stops Run,
+	// and the messages are delivered again to the next Run. ctx is done
+	// when the batch must be abandoned, which is DrainTimeout after
+	// shutdown was requested.
 	Deliver(ctx context.Context, msgs []Message) error
 }
 
@@ -60,6 +66,7 @@ type Ingester struct {
 	// Owned by Run.
 	handled  uint64            // highest stream sequence handed over or dead-lettered (after consume returns)
 	dec      telemetry.Decoder // used by consume's handler only, one at a time
+	spare    []Message         // the handler's last delivered batch, to reuse
 	lastCSeq uint64            // consumer sequence of the last message received; 0 after a (re)start
 }
 
@@ -77,6 +84,7 @@ func New(js jetstream.JetStream, cfg Config, sink Sink, log *slog.Logger) *Inges
 		in.reasons[r] = i
 	}
 	in.rejected = make([]atomic.Uint64, len(in.reasons))
+	in.dec.SharedRollout = true // check replaces it with the Sink's copy
 	in.dl = deadLetterPublisher(js, in.cfg.DeadLetterTimeout, log)
 	return in
 }
@@ -460,14 +468,19 @@ func (in *Ingester) take(b *batch, m *nats.Msg, taken *uint64) error {
 }
 
 // decode decodes and validates b's deliveries, in order, into its good
-// messages and its dead letters, whose publishing it starts. The Sink
-// keeps the good messages' slice, so it is allocated for each batch, of
-// the exact size.
+// messages and its dead letters, whose publishing it starts. The good
+// messages go into the slice of the last batch the Sink took without an
+// error (a Message is about 200 bytes, allocated and collected per event
+// otherwise).
 func (in *Ingester) decode(b *batch) {
 	if len(b.raw) == 0 {
 		return
 	}
-	b.good = make([]Message, 0, len(b.raw))
+	if cap(in.spare) >= len(b.raw) {
+		b.good, in.spare = in.spare[:0], nil
+	} else {
+		b.good = make([]Message, 0, len(b.raw))
+	}
 	for i := range b.raw {
 		d := &b.raw[i]
 		rec, rerr := in.check(d.m, d.pos)
@@ -491,8 +504,11 @@ func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
 	in.decode(b)
 	if len(b.good) > 0 {
 		if err := in.sink.Deliver(ctx, b.good); err != nil {
-			return &deliverError{err}
+			return &deliverError{err} // the Sink keeps b.good
 		}
+	}
+	if cap(b.good) > cap(in.spare) {
+		in.spare = b.good
 	}
 	in.awaitDeadLetters(ctx, b.dead)
 	faults.At(faults.BeforeAck)
@@ -532,10 +548,12 @@ func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, *telemet
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonSubjectMismatch,
 			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, m.Subject)}
 	}
-	if !in.sink.Known(rec.Rollout) {
+	id, ok := in.sink.Rollout(rec.Rollout) // rec.Rollout aliases data until here
+	if !ok {
 		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonUnknownRollout,
 			Err: fmt.Errorf("no rollout %q", rec.Rollout)}
 	}
+	rec.Rollout = id
 	if rec.Time.IsZero() {
 		rec.Time = pos.time().UTC()
 	}

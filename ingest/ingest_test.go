@@ -90,7 +90,7 @@ func newSink(known ...string) *sink {
 	return s
 }
 
-func (s *sink) Known(r string) bool { return s.known[r] }
+func (s *sink) Rollout(r string) (string, bool) { return strings.Clone(r), s.known[r] }
 
 func (s *sink) Deliver(ctx context.Context, msgs []Message) error {
 	s.called <- struct{}{}

@@ -112,6 +112,12 @@ func Decode(data []byte) (Record, error) { return decode(data, true, nil) }
 // are dropped soon after, such as a batch that is applied and discarded.
 // The zero Decoder is ready to use; it is not safe for concurrent use.
 type Decoder struct {
+	// SharedRollout leaves a Record's Rollout aliasing the message, for a
+	// caller that replaces it at once with its own copy of the id (ingest
+	// takes the engine's): with many rollouts, Decode's cache of ids
+	// misses and copies each.
+	SharedRollout bool
+
 	str  []byte  // unused part of the current chunk of string bytes
 	vals []Value // unused part of the current chunk of values
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/verdict-dev/verdict/analyzer"
 )
@@ -354,5 +355,36 @@ func TestDecoder(t *testing.T) {
 	})
 	if allocs > 0.1 {
 		t.Errorf("Decoder.Decode: %.2f allocations a message", allocs)
+	}
+}
+
+// TestDecoderSharedRollout: with SharedRollout the Record equals Decode's,
+// its Rollout aliases the message and nothing else does.
+func TestDecoderSharedRollout(t *testing.T) {
+	d := Decoder{SharedRollout: true}
+	for _, in := range []string{string(benchSingle), string(benchSingleValues),
+		`{"rollout":"r-77","variant":"canary","status":200,"unit":"u-1","id":"i-1"}`} {
+		data := []byte(in)
+		r, err := d.Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := Decode([]byte(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(r, want) {
+			t.Fatalf("Decode = %+v, want %+v", r, want)
+		}
+		if i := strings.Index(in, r.Rollout); unsafe.StringData(r.Rollout) != &data[i] {
+			t.Fatalf("Rollout %q does not alias the message", r.Rollout)
+		}
+		for i := range data {
+			data[i] = 'X'
+		}
+		r.Rollout = want.Rollout
+		if !reflect.DeepEqual(r, want) {
+			t.Fatalf("after overwriting the message: %+v, want %+v", r, want)
+		}
 	}
 }

@@ -108,11 +108,13 @@ func (w *wireEvent) set(p *parser, key []byte) bool {
 
 // own replaces the strings a Record keeps (rollout, id, unit), which
 // fastUnmarshal left aliasing the message, by copies: the rollout from the
-// intern table, id and unit in one allocation for both (or from w.dec's
-// chunk). Variant and time
+// intern table (unless w.dec.SharedRollout), id and unit in one allocation
+// for both (or from w.dec's chunk). Variant and time
 // are only parsed or quoted into errors, so they may keep aliasing data.
 func (w *wireEvent) own() {
-	w.Rollout = intern(w.Rollout)
+	if w.dec == nil || !w.dec.SharedRollout {
+		w.Rollout = intern(w.Rollout)
+	}
 	switch {
 	case w.ID == "" && w.Unit == "":
 	case w.dec != nil:
