@@ -293,7 +293,7 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 	}
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, GOMAXPROCS %d, load %v before, %v after\n",
 		m.CPUs, m.CPUModel, m.GoVersion, m.GOMAXPROCS, m.LoadBefore, m.LoadAfter)
-	fmt.Fprintf(w, "single events of %d bytes, %d per consume measurement (median of %d runs up to 1000 rollouts); run took %.0fs\n\n",
+	fmt.Fprintf(w, "single events of %d bytes, %d per consume measurement (median of %d runs); run took %.0fs\n\n",
 		r.MessageBytes, r.Events, r.Reps, r.Seconds)
 	row := func(name, value, target string) { fmt.Fprintf(w, "  %-40s %16s   %s\n", name, value, target) }
 	rate := func(x float64) string { return fmtInt(x) + "/s" }
