@@ -60,8 +60,7 @@ type Analyzer struct {
 
 	evbuf   []evidence // Decide's scratch, one per metric; not state
 	evalCur stepCounts // Decide's scratch: the current step at the looked-at weight
-	sumW    float64    // the metrics' weights summed, in order
-	logSumW float64    // log(sumW)
+	logSumW float64    // log of the metrics' weights summed, in order
 
 	// Last: 8 KiB that an error touches one slot of, after the fields
 	// every Observe touches, which then share a few cache lines.
@@ -109,13 +108,14 @@ func New(cfg Config) (*Analyzer, error) {
 	a := &Analyzer{cfg: cfg}
 	a.cfg.Metrics = append([]Metric(nil), cfg.Metrics...)
 	a.metrics = make([]metricState, len(cfg.Metrics))
+	sumW := 0.0
 	for i, m := range cfg.Metrics {
 		ms := metricState{Metric: m, weight: m.Weight, lambda0: 1 + m.MaxIncrease, sign: 1}
 		if ms.weight == 0 {
 			ms.weight = 1
 		}
 		ms.logW = math.Log(ms.weight)
-		a.sumW += ms.weight
+		sumW += ms.weight
 		ms.delta0 = math.Log1p(m.MaxIncrease)
 		switch m.Kind {
 		case Custom:
@@ -133,7 +133,7 @@ func New(cfg Config) (*Analyzer, error) {
 		ms.tau = gaussTau(ms.delta0)
 		a.metrics[i] = ms
 	}
-	a.logSumW = math.Log(a.sumW)
+	a.logSumW = math.Log(sumW)
 	a.custom = make([][2]welford, len(a.customs))
 	return a, nil
 }

@@ -169,13 +169,7 @@ func (a *Analyzer) exactRolls(evs []evidence) bool {
 		if !e.capped {
 			continue
 		}
-		m := &a.metrics[i]
-		switch m.Kind {
-		case Errors:
-			e.logRoll = a.errLogE0(m, &a.evalCur, wantRoll)
-		case LatencyQuantile:
-			e.logRoll = m.q.logERollback()
-		}
+		e.logRoll = a.countLogE(i, true)
 		e.res.EValue, e.capped, any = math.Exp(e.logRoll), false, true
 	}
 	return any
@@ -433,15 +427,26 @@ func (a *Analyzer) promEvidence(i int, e *evidence) {
 	if e.promOK {
 		return
 	}
-	m := &a.metrics[i]
-	switch m.Kind {
-	case Errors:
-		e.logProm = a.errLogE0(m, &a.evalCur, wantProm)
-	case LatencyQuantile:
-		e.logProm = m.q.logEPromote()
-	}
-	e.promOK = true
+	e.logProm, e.promOK = a.countLogE(i, false), true
 	sanitizeProm(e)
+}
+
+// countLogE computes the rollback (up) or promote log e-value that Check
+// leaves out of metric i's evidence: those of the count tests (errors and
+// quantiles); 0 for the others, whose evaluate always computes both.
+func (a *Analyzer) countLogE(i int, up bool) float64 {
+	m := &a.metrics[i]
+	switch {
+	case m.Kind == Errors && up:
+		return a.errLogE0(m, &a.evalCur, wantRoll)
+	case m.Kind == Errors:
+		return a.errLogE0(m, &a.evalCur, wantProm)
+	case m.Kind == LatencyQuantile && up:
+		return m.q.logERollback()
+	case m.Kind == LatencyQuantile:
+		return m.q.logEPromote()
+	}
+	return 0
 }
 
 func clampRatio(x float64) float64 {
