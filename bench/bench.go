@@ -28,7 +28,8 @@ import (
 // second of wall time; maps are keyed by the number of active rollouts.
 type Result struct {
 	Events       int `json:"events"`       // single events per consume measurement
-	Reps         int `json:"reps"`         // runs of each cheap consume measurement; figures are medians
+	Reps         int `json:"reps"`         // runs of each consume measurement; figures are medians
+	Warmup       int `json:"warmup"`       // events per rollout consumed before each ingest measurement
 	MessageBytes int `json:"messageBytes"` // size of one single event
 
 	// RawConsumePerSec is the plain consumer with ingest's own pull
@@ -50,7 +51,13 @@ type Result struct {
 	// (bench.RawStream): the client library's own continuous pull.
 	RawConsumeStreamPerSec float64            `json:"rawConsumeStreamPerSec"`
 	IngestPerSec           map[string]float64 `json:"ingestPerSec"`
-	Ratio                  map[string]float64 `json:"ratio"`
+	// Ratio is IngestPerSec over RawConsumePerSec (both medians).
+	Ratio map[string]float64 `json:"ratio"`
+	// RatioRuns are the ratios of each repetition: when both raw and
+	// ingest run, each repetition measures the plain consumer and then
+	// ingest at every rollout count, back to back, so that a change in
+	// the machine's speed over the run moves both sides of a ratio.
+	RatioRuns map[string][]float64 `json:"ratioRuns,omitempty"`
 	// RatioExplicitAck is IngestPerSec over RawConsumeExplicitAckPerSec:
 	// the engine (AckAll) against a plain consumer acking every message.
 	RatioExplicitAck map[string]float64 `json:"ratioExplicitAck"`
@@ -293,8 +300,12 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 	}
 	fmt.Fprintf(w, "machine: %d CPUs (%s), %s, GOMAXPROCS %d, load %v before, %v after\n",
 		m.CPUs, m.CPUModel, m.GoVersion, m.GOMAXPROCS, m.LoadBefore, m.LoadAfter)
-	fmt.Fprintf(w, "single events of %d bytes, %d per consume measurement (median of %d runs); run took %.0fs\n\n",
-		r.MessageBytes, r.Events, r.Reps, r.Seconds)
+	warm := ""
+	if r.Warmup > 0 {
+		warm = fmt.Sprintf(", after %d per rollout", r.Warmup)
+	}
+	fmt.Fprintf(w, "single events of %d bytes, %d per consume measurement%s (median of %d runs); run took %.0fs\n\n",
+		r.MessageBytes, r.Events, warm, r.Reps, r.Seconds)
 	row := func(name, value, target string) { fmt.Fprintf(w, "  %-40s %16s   %s\n", name, value, target) }
 	rate := func(x float64) string { return fmtInt(x) + "/s" }
 	row("raw consume, ingest's pull, AckAll", rate(r.RawConsumePerSec), "(reference: the ratio's denominator)")
@@ -304,8 +315,16 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 	row("raw consume, Consumer.Messages", rate(r.RawConsumeStreamPerSec), "(nats.go's continuous pull)")
 	for _, n := range counts {
 		k := strconv.Itoa(n)
+		runs := ""
+		if rr := r.RatioRuns[k]; len(rr) > 1 {
+			s := make([]string, len(rr))
+			for i, x := range rr {
+				s[i] = strconv.FormatFloat(x, 'f', 2, 64)
+			}
+			runs = "; runs " + strings.Join(s, " ")
+		}
 		row(fmt.Sprintf("ingest, %d rollouts", n), rate(r.IngestPerSec[k]),
-			fmt.Sprintf("ratio %.2f (target >= 0.80), %.2f of explicit acks", r.Ratio[k], r.RatioExplicitAck[k]))
+			fmt.Sprintf("ratio %.2f (target >= 0.80)%s; %.2f of explicit acks", r.Ratio[k], runs, r.RatioExplicitAck[k]))
 	}
 	row(fmt.Sprintf("batched, %d obs/message", r.ObsPerBatch), rate(r.BatchedObsPerSec)+" obs", "target >= 10,000,000 obs/s")
 	row("decision latency p50", fmt.Sprintf("%.1f ms", r.DecisionLatencyP50Ms),

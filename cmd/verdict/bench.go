@@ -43,7 +43,9 @@ loopback TCP, as by verdict serve), each on fresh streams and buckets:
     decoding, and nats.go's Consumer.Messages;
   - the engine's whole path for single JSON events of about 200 bytes
     (consume, decode, validate, analyse, acknowledge) with several numbers
-    of active rollouts, and its ratio to the plain consumer;
+    of active rollouts, and its ratio to the plain consumer (each run of
+    that consumer is followed by ingest's runs, so the two sides of a
+    ratio are measured back to back);
   - observations per second through the batch form;
   - decision latency: from publishing the event that tips a rollback to
     the decision reaching a subscriber, under background telemetry;
@@ -92,7 +94,8 @@ type benchOptions struct {
 	samples    int     // decision latency samples
 	background float64 // background telemetry during the latency run, events/s
 	emit       int     // events through the router emitter
-	cpuprofile string  // profile of the single-event ingest windows
+	warmup     int     // events per rollout consumed before an ingest measurement
+	cpuprofile string  // profiles of the single-event ingest windows, the first raw pull and the live run
 	memprofile string  // heap profile with the most rollouts active
 	only       map[string]bool
 	liveFor    time.Duration // duration of the live measurement
@@ -104,9 +107,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	events := fs.Int("events", 200000, "single events per consume measurement")
+	warmup := fs.Int("warmup", 0, "single events per rollout consumed before each ingest measurement")
 	quick := fs.Bool("quick", false, "small sizes (seconds, for tests): 5000 events, 1/10/100 rollouts")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
-	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles of the single-event ingest windows to `FILE`.<rollouts>, and of the live run to FILE.live")
+	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles of the single-event ingest windows to `FILE`.<rollouts>, of the first run of the plain consumer with ingest's pull to FILE.raw, and of the live run to FILE.live")
 	memprofile := fs.String("memprofile", "", "write a heap profile with the most rollouts active to `FILE`")
 	rollouts := fs.String("rollouts", "", "comma-separated active rollout `counts` of the ingest measurements (default 1,100,10000)")
 	background := fs.Float64("background", 50000, "background telemetry during the latency measurement, `events/s`")
@@ -119,12 +123,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return 2
 	}
-	if fs.NArg() != 0 || *events <= 0 {
+	if fs.NArg() != 0 || *events <= 0 || *warmup < 0 {
 		fs.Usage()
 		return 2
 	}
 	o := benchOptions{
-		events: *events, counts: []int{1, 100, 10000}, batches: 20000, obsPerMsg: 1000,
+		events: *events, warmup: *warmup, counts: []int{1, 100, 10000}, batches: 20000, obsPerMsg: 1000,
 		samples: 200, background: 50000, emit: 200000, liveFor: 10 * time.Second, cpuprofile: *cpuprofile, progress: stderr,
 	}
 	o.memprofile = *memprofile
@@ -202,8 +206,9 @@ type bencher struct {
 
 func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	start := time.Now()
-	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events, Reps: o.reps,
-		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, RatioExplicitAck: map[string]float64{}, IngestIgnored: map[string]int64{},
+	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events, Reps: o.reps, Warmup: o.warmup,
+		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, RatioRuns: map[string][]float64{},
+		RatioExplicitAck: map[string]float64{}, IngestIgnored: map[string]int64{},
 		IngestMsgsPerBatch: map[string]float64{}}
 	res.MessageBytes = len(bench.SingleEvent(nil, "bench-00001", 0, time.Now()))
 	pols, err := policy.Parse("bench.yaml", []byte(benchPolicy))
@@ -326,9 +331,16 @@ func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 		}},
 		{"Consumer.Messages", &res.RawConsumeStreamPerSec, bench.RawStream},
 	} {
+		if v.out == &res.RawConsumePerSec && b.paired() {
+			continue // measured by ingest, each run next to ingest's
+		}
 		var rates []float64
-		for range b.o.reps {
-			rate, err := b.rawOnce(ctx, v.run)
+		for rep := range b.o.reps {
+			profile := ""
+			if rep == 0 && v.out == &res.RawConsumePerSec && b.o.cpuprofile != "" {
+				profile = b.o.cpuprofile + ".raw"
+			}
+			rate, err := b.rawOnce(ctx, v.run, profile)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
@@ -341,8 +353,9 @@ func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 }
 
 // rawOnce runs one plain consumer on a fresh stream created with the
-// engine's stream settings and holding the bench's single events.
-func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error)) (float64, error) {
+// engine's stream settings and holding the bench's single events, with a
+// CPU profile of the consumer's run into profile unless it is "".
+func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error), profile string) (float64, error) {
 	js, ic, drop, err := b.freshStream(ctx)
 	if err != nil {
 		return 0, err
@@ -350,6 +363,13 @@ func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstre
 	defer drop()
 	if err := b.publishSingles(ctx, ic, bench.RolloutIDs("bench", 1), b.o.events); err != nil {
 		return 0, err
+	}
+	if profile != "" {
+		stopProfile, err := cpuProfile(profile)
+		if err != nil {
+			return 0, err
+		}
+		defer stopProfile()
 	}
 	return run(ctx, js, ic, b.o.events)
 }
@@ -446,6 +466,13 @@ func (b *bencher) startEngine(ctx context.Context, ids []string) (*engineRun, er
 	return r, nil
 }
 
+// pause stops the running ingester; resume starts the next.
+func (r *engineRun) pause() {
+	r.st.stopIngest()
+	err := <-r.st.ingestDone
+	r.st.ingestDone <- err
+}
+
 // resume starts a fresh ingester on the engine, as startStack does.
 func (r *engineRun) resume() *ingest.Ingester {
 	in := ingest.New(r.st.js, r.ic, r.st.eng, nil)
@@ -501,22 +528,52 @@ func (r *engineRun) stop(ctx context.Context, b *bencher) {
 	b.drop(ctx, r.ic, &r.ac)
 }
 
+// paired reports whether both the plain consumers and ingest run: then
+// ingest measures the ratio's denominator itself, next to its own runs.
+func (b *bencher) paired() bool {
+	return b.o.only == nil || (b.o.only["raw"] && b.o.only["ingest"])
+}
+
 // ingest measures single events through the engine for each rollout
-// count, and memory per rollout with the largest count.
+// count, and memory per rollout with the largest count. Repetition by
+// repetition: the plain consumer with ingest's pull (when paired), then
+// ingest at each rollout count, so each ratio's two sides are measured
+// minutes, not a quarter of an hour, apart.
 func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 	largest := b.o.counts[len(b.o.counts)-1]
-	for _, n := range b.o.counts {
-		k := strconv.Itoa(n)
-		reps := b.o.reps // the memory figure is taken on the largest count's last
-		var rates []float64
-		for rep := range reps {
-			rate, err := b.ingestOnce(ctx, res, n, n == largest && rep == reps-1)
+	var raw []float64
+	rates := map[int][]float64{}
+	for rep := range b.o.reps { // the memory figure is taken on the largest count's last
+		rawRate := 0.0
+		if b.paired() {
+			profile := ""
+			if rep == 0 && b.o.cpuprofile != "" {
+				profile = b.o.cpuprofile + ".raw"
+			}
+			var err error
+			if rawRate, err = b.rawOnce(ctx, bench.RawPull, profile); err != nil {
+				return fmt.Errorf("ingest's pull, AckAll: %w", err)
+			}
+			raw = append(raw, rawRate)
+			b.logf("  raw consume, ingest's pull, AckAll: %.0f msgs/s (load %v)", rawRate, bench.LoadAvg())
+		}
+		for _, n := range b.o.counts {
+			rate, err := b.ingestOnce(ctx, res, n, n == largest && rep == b.o.reps-1)
 			if err != nil {
 				return err
 			}
-			rates = append(rates, rate)
+			rates[n] = append(rates[n], rate)
+			if rawRate > 0 {
+				k := strconv.Itoa(n)
+				res.RatioRuns[k] = append(res.RatioRuns[k], bench.Rounded(rate/rawRate))
+			}
 		}
-		res.IngestPerSec[k] = bench.Rounded(bench.Percentile(rates, 0.5))
+	}
+	if len(raw) > 0 {
+		res.RawConsumePerSec = bench.Rounded(bench.Percentile(raw, 0.5))
+	}
+	for n, r := range rates {
+		res.IngestPerSec[strconv.Itoa(n)] = bench.Rounded(bench.Percentile(r, 0.5))
 	}
 	return nil
 }
@@ -531,6 +588,15 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 		return 0, err
 	}
 	defer r.stop(ctx, b)
+	if w := b.o.warmup * n; w > 0 {
+		if err := b.publishSingles(ctx, r.ic, ids, w); err != nil {
+			return 0, err
+		}
+		if _, err := r.consume(ctx, w, ""); err != nil {
+			return 0, err
+		}
+		r.pause()
+	}
 	ignored := r.st.eng.Ignored()
 	if err := b.publishSingles(ctx, r.ic, ids, b.o.events); err != nil {
 		return 0, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,21 @@ func TestBenchQuick(t *testing.T) {
 			}
 		}
 	}
+	// --quick runs once: one paired ratio per rollout count, the ratio
+	// itself (up to the rounding of the rates to three digits).
+	runs, _ := got["ratioRuns"].(map[string]any)
+	ratio, _ := got["ratio"].(map[string]any)
+	for _, n := range []string{"1", "10", "100"} {
+		r, ok := runs[n].([]any)
+		want, _ := ratio[n].(float64)
+		if !ok || len(r) != 1 {
+			t.Errorf("bench --json: ratioRuns[%q] = %v, want one run", n, runs[n])
+			continue
+		}
+		if got, _ := r[0].(float64); math.Abs(got-want) > 0.01*want {
+			t.Errorf("bench --json: ratioRuns[%q] = %v, want [%v] (one run)", n, runs[n], want)
+		}
+	}
 	if ign, ok := got["ingestIgnored"].(map[string]any); ok {
 		for n, v := range ign {
 			if v != 0.0 {
@@ -72,7 +88,7 @@ func TestBenchTable(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{{"--events", "0"}, {"extra"}, {"--nope"}, {"--only", "nope"}, {"--rollouts", "1,x"}} {
+	for _, args := range [][]string{{"--events", "0"}, {"--warmup", "-1"}, {"extra"}, {"--nope"}, {"--only", "nope"}, {"--rollouts", "1,x"}} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), append([]string{"bench"}, args...), &out, &errb); code != 2 {
 			t.Errorf("bench %v: exit %d, want 2", args, code)
