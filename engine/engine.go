@@ -82,13 +82,13 @@ type Engine struct {
 	owners   map[string]*owner // running rollouts
 	ended    map[string]bool   // rollouts whose owner finished (terminal)
 	policies policy.Set
-	// known holds the ids of specs (the keys of specs, written under mu
-	// and knownMu), for Rollout: ingest asks once per event, and under its
-	// own lock it never waits for mu, which the clock holds while it
-	// scans every owner. A plain map: at 10,000 rollouts a sync.Map's
-	// trie cost a cache miss per level.
+	// known holds a route for each id of specs (the keys of specs,
+	// written under mu and knownMu), for Rollout: ingest asks once per
+	// event, and under its own lock it never waits for mu, which the clock
+	// holds while it scans every owner. A plain map: at 10,000 rollouts a
+	// sync.Map's trie cost a cache miss per level.
 	knownMu sync.RWMutex
-	known   map[string]string // id to itself: the copy Rollout returns
+	known   map[string]*route
 
 	updates chan struct{} // wakes Run to reconcile
 	ready   chan struct{} // closed once Run has started the owners it can
@@ -104,6 +104,43 @@ type Engine struct {
 }
 
 var _ ingest.Sink = (*Engine)(nil)
+
+// route is a rollout's entry in known: the engine's copy of its id, which
+// Rollout returns, and its running owner, so that Deliver finds a
+// message's owner from the route ingest passes back (Message.Route)
+// without looking the id up a second time. With 10,000 rollouts each
+// lookup is a few cache misses.
+//
+// owner is guarded by mu. It is either nil (Deliver then looks in owners)
+// or the owner in owners under id: attach and detach keep route.owner and
+// owner.route pointing at each other, and an owner leaves owners only
+// through detach. A route deleted from known with its spec keeps its owner
+// until that owner leaves owners, as the owners map itself does.
+type route struct {
+	id    string
+	owner *owner
+}
+
+// attach makes r the route of o (and o the owner of r), undoing any
+// earlier pairing of either. The caller holds mu; o is in owners.
+func attach(r *route, o *owner) {
+	if o.route != nil {
+		o.route.owner = nil
+	}
+	if r.owner != nil {
+		r.owner.route = nil
+	}
+	r.owner, o.route = o, r
+}
+
+// detach undoes o's pairing with its route, as o leaves owners. The
+// caller holds mu.
+func detach(o *owner) {
+	if o.route != nil {
+		o.route.owner = nil
+		o.route = nil
+	}
+}
 
 // New returns an engine; Run starts it.
 func New(opts Options) *Engine {
@@ -133,7 +170,7 @@ func New(opts Options) *Engine {
 		specs:   map[string]Spec{},
 		owners:  map[string]*owner{},
 		ended:   map[string]bool{},
-		known:   map[string]string{},
+		known:   map[string]*route{},
 		updates: make(chan struct{}, 1),
 		ready:   make(chan struct{}),
 		start:   time.Now(),
@@ -208,11 +245,16 @@ func (e *Engine) SetSpec(s Spec, deleted bool) {
 		delete(e.specs, s.Rollout)
 		delete(e.known, s.Rollout)
 	} else {
-		if id, ok := e.known[s.Rollout]; ok {
-			s.Rollout = id // one copy of the id: the keys of specs and owners
+		if r, ok := e.known[s.Rollout]; ok {
+			s.Rollout = r.id // one copy of the id: the keys of specs and owners
+		} else {
+			r = &route{id: s.Rollout}
+			e.known[s.Rollout] = r
+			if o := e.owners[s.Rollout]; o != nil { // still running, from before a delete
+				attach(r, o)
+			}
 		}
 		e.specs[s.Rollout] = s
-		e.known[s.Rollout] = s.Rollout
 	}
 	e.knownMu.Unlock()
 	e.mu.Unlock()
@@ -228,19 +270,22 @@ func (e *Engine) wake() {
 
 // Known reports whether a rollout has a spec.
 func (e *Engine) Known(rollout string) bool {
-	_, ok := e.Rollout(rollout)
+	_, _, ok := e.Rollout(rollout)
 	return ok
 }
 
 // Rollout reports whether a rollout has a spec (telemetry for unknown
 // rollouts is dead-lettered by ingest) and returns the engine's copy of
-// its id, the key of the owners' map: Deliver's lookups of that string
-// compare pointers, not bytes.
-func (e *Engine) Rollout(rollout string) (string, bool) {
+// its id, the key of the owners' map, and its route (a *route), with
+// which Deliver finds the rollout's owner.
+func (e *Engine) Rollout(rollout string) (id string, r any, ok bool) {
 	e.knownMu.RLock()
-	id, ok := e.known[rollout]
+	rt := e.known[rollout]
 	e.knownMu.RUnlock()
-	return id, ok
+	if rt == nil {
+		return "", nil, false
+	}
+	return rt.id, rt, true
 }
 
 // Ignored counts telemetry for known rollouts that had no running owner
@@ -268,7 +313,13 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 	e.dgen++
 	gen := e.dgen
 	for i := range msgs {
-		o := e.owners[msgs[i].Record.Rollout]
+		var o *owner
+		if r, _ := msgs[i].Route.(*route); r != nil {
+			o = r.owner
+		}
+		if o == nil {
+			o = e.owners[msgs[i].Record.Rollout]
+		}
 		if o == nil {
 			e.ignored.Add(1)
 			owners[i] = -1
@@ -303,7 +354,11 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 	}
 	b := &batch{msgs: msgs, idx: idx, done: make(chan struct{})}
 	now := e.mono() // one clock read for the whole call: the owners' lastData
-	b.pending.Store(int32(len(groups)))
+	// One count per group, and one for this call, released after the
+	// loop together with the groups it applied itself: one atomic add for
+	// those instead of one each.
+	b.pending.Store(int32(len(groups)) + 1)
+	var applied int32
 	var err error
 	for _, g := range groups {
 		o := g.o
@@ -313,6 +368,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 			// can apply its messages itself, without waking it.
 			if rest, ok := o.tryInline(d, now); ok {
 				if rest.b == nil {
+					applied++
 					o.pendingSends.Add(-1)
 					continue
 				}
@@ -355,6 +411,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 		o.pendingSends.Add(-1)
 		b.ownerDone()
 	}
+	b.ownersDone(applied + 1)
 	if err != nil {
 		return err
 	}
@@ -517,6 +574,12 @@ func (e *Engine) reconcile(ctx context.Context) {
 			continue
 		}
 		e.owners[id] = o
+		e.knownMu.RLock()
+		r := e.known[id]
+		e.knownMu.RUnlock()
+		if r != nil {
+			attach(r, o)
+		}
 		octx, cancel := context.WithCancel(ctx)
 		o.cancel = cancel
 		go o.run(octx)
@@ -525,6 +588,7 @@ func (e *Engine) reconcile(ctx context.Context) {
 		if _, ok := e.specs[id]; !ok {
 			o.stop() // it drains in-flight deliveries before it exits
 			delete(e.owners, id)
+			detach(o)
 		}
 	}
 }
@@ -534,6 +598,7 @@ func (e *Engine) ownerEnded(id string, o *owner) {
 	e.mu.Lock()
 	if e.owners[id] == o {
 		delete(e.owners, id)
+		detach(o)
 		e.ended[id] = true
 	}
 	e.mu.Unlock()
@@ -547,6 +612,7 @@ func (e *Engine) stopAll() {
 	for id, o := range e.owners {
 		owners = append(owners, o)
 		delete(e.owners, id)
+		detach(o)
 	}
 	e.mu.Unlock()
 	for _, o := range owners {

@@ -484,3 +484,117 @@ func TestEngineDeletedSpecStopsOwner(t *testing.T) {
 		<-done
 	})
 }
+
+// checkRoutes checks the pairing of known routes and owners (see route):
+// a route's owner is the owner under its id, they point at each other, and
+// every owner of a known rollout is its route's.
+func checkRoutes(t *testing.T, e *Engine) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.knownMu.RLock()
+	defer e.knownMu.RUnlock()
+	for id, o := range e.owners {
+		if o.route != nil && (o.route.owner != o || o.route.id != id) {
+			t.Errorf("owner %s: its route points at %p (id %s), not at it", id, o.route.owner, o.route.id)
+		}
+		if r := e.known[id]; r != nil && r.owner != o {
+			t.Errorf("rollout %s: known route's owner %p, want the running owner %p", id, r.owner, o)
+		}
+	}
+	for id, r := range e.known {
+		if r.owner != nil && (e.owners[id] != r.owner || r.owner.route != r) {
+			t.Errorf("route %s: owner %p is not the running owner or not paired", id, r.owner)
+		}
+	}
+}
+
+// TestEngineRoutes: Deliver finds a message's owner from the route
+// Rollout returned, and a route that outlived its spec or its owner
+// leads where the id does: to the running owner, or to none.
+func TestEngineRoutes(t *testing.T) {
+	st := newMemStore()
+	pol := mustPolicy(t, "hold", "")
+	e, stop := startEngine(t, st, pol)
+	ctx := context.Background()
+	routed := func(seq uint64, r any) ingest.Message {
+		m := msg(seq, "a", analyzer.Baseline, t0, false)
+		m.Route = r
+		return m
+	}
+	running := func() *owner {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.owners["a"]
+	}
+	requests := func(o *owner) int64 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.m.requests[analyzer.Baseline]
+	}
+
+	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	waitOwners(t, e, 1)
+	checkRoutes(t, e)
+	id, r1, ok := e.Rollout("a")
+	if !ok || id != "a" || r1 == nil {
+		t.Fatalf("Rollout(a) = %q, %v, %v", id, r1, ok)
+	}
+	o1 := running()
+	if err := e.Deliver(ctx, []ingest.Message{routed(1, r1)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := requests(o1); got != 1 {
+		t.Fatalf("owner counted %d requests, want 1", got)
+	}
+
+	// Deleted and written again before the engine reconciles: the owner
+	// keeps running under the new route, and the old one leads to it too.
+	e.SetSpec(Spec{Rollout: "a"}, true)
+	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	_, r2, _ := e.Rollout("a")
+	if r2 == r1 {
+		t.Fatal("a spec written after a delete kept the deleted route")
+	}
+	checkRoutes(t, e)
+	if err := e.Deliver(ctx, []ingest.Message{routed(2, r1), routed(3, r2)}); err != nil {
+		t.Fatal(err)
+	}
+	if o := running(); o != o1 || requests(o) != 3 {
+		t.Fatalf("after delete and rewrite: owner %p (was %p), %d requests; want the same owner, 3", o, o1, requests(o1))
+	}
+
+	// Deleted for good: the owner stops; its routes lead nowhere.
+	e.SetSpec(Spec{Rollout: "a"}, true)
+	<-o1.stopped
+	waitOwners(t, e, 0)
+	checkRoutes(t, e)
+	ignored := e.Ignored()
+	if err := e.Deliver(ctx, []ingest.Message{routed(4, r2)}); err != nil {
+		t.Fatal(err)
+	}
+	if e.Ignored() != ignored+1 {
+		t.Errorf("telemetry of a deleted rollout: Ignored %d -> %d, want +1", ignored, e.Ignored())
+	}
+
+	// Written again: a new owner (restored from the checkpoint), found
+	// from the new route and from the stale ones.
+	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	waitOwners(t, e, 1)
+	checkRoutes(t, e)
+	_, r3, _ := e.Rollout("a")
+	o2 := running()
+	waitFor(t, "restore of a", func() bool {
+		o2.mu.Lock()
+		defer o2.mu.Unlock()
+		return o2.restored
+	})
+	if err := e.Deliver(ctx, []ingest.Message{routed(5, r1), routed(6, r2), routed(7, r3), routed(8, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := requests(o2); got != 3+4 {
+		t.Errorf("new owner counted %d requests, want 7 (3 restored, 4 delivered)", got)
+	}
+	stop()
+	checkRoutes(t, e)
+}

@@ -34,8 +34,11 @@ type batch struct {
 	done    chan struct{}
 }
 
-func (b *batch) ownerDone() {
-	if b.pending.Add(-1) == 0 {
+func (b *batch) ownerDone() { b.ownersDone(1) }
+
+// ownersDone counts n owners done.
+func (b *batch) ownersDone(n int32) {
+	if b.pending.Add(-n) == 0 {
 		close(b.done)
 	}
 }
@@ -106,6 +109,7 @@ type owner struct {
 	// the Deliver call numbered dgen.
 	dgen   uint64
 	dgroup int32
+	route  *route // the known entry pointing at this owner, if any; guarded by e.mu
 
 	// Cold fields last, so that the ones a Deliver call touches share
 	// three cache lines.
@@ -219,7 +223,9 @@ func (o *owner) run(ctx context.Context) {
 // of d (possibly empty), queued, for the caller to send to the inbox;
 // the owner publishes them first. handled reports whether d was taken
 // (applied, or part applied and rest to send); if not, the caller sends d.
-// now is the caller's reading of mono, for lastData.
+// When all of d was applied (handled, rest.b nil) the caller counts d's
+// part of the batch done (batch.pending). now is the caller's reading of
+// mono, for lastData.
 func (o *owner) tryInline(d delivery, now int64) (rest delivery, handled bool) {
 	if !o.mu.TryLock() {
 		return delivery{}, false
@@ -231,8 +237,7 @@ func (o *owner) tryInline(d delivery, now int64) (rest delivery, handled bool) {
 	ds, rest := o.observe(d)
 	o.lastData.Store(now)
 	if len(ds) == 0 {
-		d.b.ownerDone()
-		return delivery{}, true
+		return delivery{}, true // the caller counts d done
 	}
 	o.pendingDs = ds
 	o.queued.Add(1) // under mu: nothing is applied inline before the owner publishes ds
@@ -320,7 +325,7 @@ func (o *owner) publishPending(ctx context.Context) error {
 func (o *owner) observe(d delivery) (ds []Decision, rest delivery) {
 	changed := false
 	defer func() {
-		if changed {
+		if changed && !o.dirty.Load() { // a load is cheaper than a store; mu keeps it true
 			o.dirty.Store(true)
 		}
 	}()

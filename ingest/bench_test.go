@@ -11,7 +11,7 @@ import (
 // nopSink accepts everything and counts.
 type nopSink struct{}
 
-func (nopSink) Rollout(id string) (string, bool)         { return strings.Clone(id), true }
+func (nopSink) Rollout(id string) (string, any, bool)    { return strings.Clone(id), nil, true }
 func (nopSink) Deliver(context.Context, []Message) error { return nil }
 
 // BenchmarkIngest measures end-to-end consumption: pull, decode, validate,

@@ -23,6 +23,10 @@ type Message struct {
 	Subject  string
 	Record   telemetry.Record // Record.Time is the stream time when the event had none
 	Received time.Time        // when JetStream stored the message
+	// Route is what Sink.Rollout returned for Record.Rollout besides the
+	// id: the Sink's own handle of the rollout, so that Deliver need not
+	// look the id up again.
+	Route any
 }
 
 // Sink takes accepted messages. The engine implements it.
@@ -30,9 +34,11 @@ type Sink interface {
 	// Rollout reports whether a rollout exists and returns the Sink's own
 	// copy of its id, which delivered Records keep as their Rollout:
 	// rollout aliases the message, and one copy shared by all of a
-	// rollout's Records costs no allocation. Messages of unknown rollouts
-	// are dead-lettered. It is called for every message and must be cheap.
-	Rollout(rollout string) (id string, ok bool)
+	// rollout's Records costs no allocation. route, which may be nil, is
+	// passed back to Deliver as the Messages' Route. Messages of unknown
+	// rollouts are dead-lettered. It is called for every message and must
+	// be cheap.
+	Rollout(rollout string) (id string, route any, ok bool)
 	// Deliver hands over msgs, in stream order, and returns once every
 	// rollout owner has taken them; only then are they acknowledged. After
 	// it returns nil, ingest reuses msgs' memory for a later batch (a Sink
@@ -483,11 +489,11 @@ func (in *Ingester) decode(b *batch) {
 	}
 	for i := range b.raw {
 		d := &b.raw[i]
-		rec, rerr := in.check(d.m, d.pos)
+		rec, route, rerr := in.check(d.m, d.pos)
 		if rerr != nil {
 			b.dead = append(b.dead, in.deadLetter(d.m, d.pos.stream, rerr))
 		} else {
-			b.good = append(b.good, Message{Seq: d.pos.stream, Subject: d.m.Subject, Record: rec, Received: d.pos.time()})
+			b.good = append(b.good, Message{Seq: d.pos.stream, Subject: d.m.Subject, Record: rec, Received: d.pos.time(), Route: route})
 		}
 		*d = delivery{} // the slice is reused: keep no message alive
 	}
@@ -528,36 +534,37 @@ func (in *Ingester) handle(ctx context.Context, nc *nats.Conn, b *batch) error {
 	return nil
 }
 
-// check validates one message against its transport context and decodes it.
-// Only consume's handler calls it (it uses in.dec).
-func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, *telemetry.Error) {
+// check validates one message against its transport context and decodes
+// it, and returns the Sink's route of its rollout. Only consume's handler
+// calls it (it uses in.dec).
+func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, any, *telemetry.Error) {
 	data := m.Data
 	if len(data) > int(in.cfg.MaxMsgSize) {
-		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonTooLarge,
+		return telemetry.Record{}, nil, &telemetry.Error{Reason: telemetry.ReasonTooLarge,
 			Err: fmt.Errorf("message of %d bytes exceeds the limit of %d", len(data), in.cfg.MaxMsgSize)}
 	}
 	rec, err := in.dec.Decode(data)
 	if err != nil {
 		var te *telemetry.Error
 		if errors.As(err, &te) {
-			return telemetry.Record{}, te
+			return telemetry.Record{}, nil, te
 		}
-		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonBadJSON, Err: err}
+		return telemetry.Record{}, nil, &telemetry.Error{Reason: telemetry.ReasonBadJSON, Err: err}
 	}
 	if token := subjectRollout(m.Subject, in.cfg.SubjectPrefix); token != rec.Rollout {
-		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonSubjectMismatch,
+		return telemetry.Record{}, nil, &telemetry.Error{Reason: telemetry.ReasonSubjectMismatch,
 			Err: fmt.Errorf("rollout %q published on subject %s", rec.Rollout, m.Subject)}
 	}
-	id, ok := in.sink.Rollout(rec.Rollout) // rec.Rollout aliases data until here
+	id, route, ok := in.sink.Rollout(rec.Rollout) // rec.Rollout aliases data until here
 	if !ok {
-		return telemetry.Record{}, &telemetry.Error{Reason: telemetry.ReasonUnknownRollout,
+		return telemetry.Record{}, nil, &telemetry.Error{Reason: telemetry.ReasonUnknownRollout,
 			Err: fmt.Errorf("no rollout %q", rec.Rollout)}
 	}
 	rec.Rollout = id
 	if rec.Time.IsZero() {
 		rec.Time = pos.time().UTC()
 	}
-	return rec, nil
+	return rec, route, nil
 }
 
 // subjectRollout returns the rollout token of <prefix>.<rollout>, or "" when

@@ -90,7 +90,11 @@ func newSink(known ...string) *sink {
 	return s
 }
 
-func (s *sink) Rollout(r string) (string, bool) { return strings.Clone(r), s.known[r] }
+// Rollout's route is the id behind "route:", so tests see it come back
+// in Message.Route.
+func (s *sink) Rollout(r string) (string, any, bool) {
+	return strings.Clone(r), "route:" + r, s.known[r]
+}
 
 func (s *sink) Deliver(ctx context.Context, msgs []Message) error {
 	s.called <- struct{}{}
@@ -265,6 +269,9 @@ func TestGoodAndBadInterleaved(t *testing.T) {
 		}
 		if m.Record.Time.IsZero() || m.Received.IsZero() || !m.Record.Time.Equal(m.Received) {
 			t.Errorf("delivered[%d]: Record.Time = %v, Received = %v; want the stream time for both", i, m.Record.Time, m.Received)
+		}
+		if want := "route:" + m.Record.Rollout; m.Route != want {
+			t.Errorf("delivered[%d].Route = %v, want %q (what Sink.Rollout returned)", i, m.Route, want)
 		}
 	}
 	last := got[len(got)-1]
