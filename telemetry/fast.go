@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -18,52 +20,246 @@ import (
 // data must be valid UTF-8. The string fields of w alias data (no copy):
 // the caller must call w.own before a Record keeps them. Value names are
 // interned.
+//
+// It scans with a local index rather than a parser's field, which the
+// compiler keeps in a register, and it matches the usual keys by loading
+// their bytes as one word (see matchKey).
 func fastUnmarshal(data []byte, w *wireEvent) bool {
-	p := parser{b: data}
-	if !p.byte('{') {
+	b := data
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
 		return false
 	}
-	if p.peek() == '}' {
-		p.i++
-		return p.end()
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return skipWS(b, i+1) == len(b)
 	}
 	for {
-		key, ok := p.str()
-		if !ok || !p.byte(':') {
+		if i >= len(b) || b[i] != '"' {
 			return false
 		}
-		p.ws()
-		if p.i >= len(p.b) {
+		key, j := matchKey(b, i+1)
+		if j < 0 {
 			return false
 		}
-		if p.b[p.i] == 'n' { // null: same as absent, and resets an earlier duplicate
-			if !p.lit("null") || !w.setNull(key) {
+		i = skipWS(b, j)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipWS(b, i+1)
+		if i >= len(b) {
+			return false
+		}
+		if b[i] == 'n' { // null: same as absent, and resets an earlier duplicate
+			if !hasLit(b, i, "null") || !w.setNull(key) {
 				return false
 			}
-		} else if !w.set(&p, key) {
+			i += len("null")
+		} else if i = w.set(b, i, key); i < 0 {
 			return false
 		}
-		switch p.next() {
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
 		case ',':
-			continue
+			i = skipWS(b, i+1)
 		case '}':
-			return p.end()
+			return skipWS(b, i+1) == len(b)
 		default:
 			return false
 		}
 	}
 }
 
-func (w *wireEvent) setNull(key []byte) bool {
-	switch string(key) {
-	case "rollout", "variant", "time", "id", "unit":
+// The keys fastUnmarshal knows; keyOther is any other.
+const (
+	keyOther = iota
+	keyRollout
+	keyVariant
+	keyTime
+	keyID
+	keyUnit
+	keyLatencyMs
+	keyStatus
+	keyError
+	keyValues
+)
+
+// keyOf returns the key called name.
+func keyOf(name []byte) int {
+	switch string(name) {
+	case "rollout":
+		return keyRollout
+	case "variant":
+		return keyVariant
+	case "time":
+		return keyTime
+	case "id":
+		return keyID
+	case "unit":
+		return keyUnit
 	case "latency_ms":
-		w.LatencyMs, w.HasLatency = 0, false
+		return keyLatencyMs
 	case "status":
-		w.Status, w.HasStatus = 0, false
+		return keyStatus
 	case "error":
-		w.Error, w.HasError = false, false
+		return keyError
 	case "values":
+		return keyValues
+	}
+	return keyOther
+}
+
+// The bytes of the known keys and their closing quote, as a little-endian
+// word loads them (TestKeyWords checks them); latency_ms is two words.
+const (
+	wordRollout  = 0x2274756f6c6c6f72 // rollout"
+	wordVariant  = 0x22746e6169726176 // variant"
+	wordValues   = 0x00227365756c6176 // values"
+	wordTime     = 0x00000022656d6974 // time"
+	wordID       = 0x0000000000226469 // id"
+	wordUnit     = 0x0000002274696e75 // unit"
+	wordLatency  = 0x5f79636e6574616c // latency_
+	wordMs       = 0x000000000022736d // ms"
+	wordStatus   = 0x0022737574617473 // status"
+	wordError    = 0x000022726f727265 // error"
+	wordLowBytes = 0x0101010101010101
+	wordHighBits = 0x8080808080808080
+)
+
+// matchKey reads the key string whose first byte is b[i] (after the opening
+// quote): it returns which key it is and the index after its closing quote,
+// or -1 when it is not a plain string. A known key is recognised by one or
+// two word comparisons; other keys are scanned and looked up by name.
+func matchKey(b []byte, i int) (key, next int) {
+	if len(b)-i >= 8 {
+		u := binary.LittleEndian.Uint64(b[i:])
+		switch byte(u) {
+		case 'r':
+			if u == wordRollout {
+				return keyRollout, i + 8
+			}
+		case 'v':
+			if u == wordVariant {
+				return keyVariant, i + 8
+			}
+			if u&(1<<56-1) == wordValues {
+				return keyValues, i + 7
+			}
+		case 't':
+			if u&(1<<40-1) == wordTime {
+				return keyTime, i + 5
+			}
+		case 'i':
+			if u&(1<<24-1) == wordID {
+				return keyID, i + 3
+			}
+		case 'u':
+			if u&(1<<40-1) == wordUnit {
+				return keyUnit, i + 5
+			}
+		case 'l':
+			if u == wordLatency && len(b)-i >= 11 && b[i+8] == 'm' && b[i+9] == 's' && b[i+10] == '"' {
+				return keyLatencyMs, i + 11
+			}
+		case 's':
+			if u&(1<<56-1) == wordStatus {
+				return keyStatus, i + 7
+			}
+		case 'e':
+			if u&(1<<48-1) == wordError {
+				return keyError, i + 6
+			}
+		}
+	}
+	end := scanString(b, i)
+	if end < 0 {
+		return keyOther, -1
+	}
+	return keyOf(b[i:end]), end + 1
+}
+
+// skipWS returns the index of the first byte from i on that is not JSON
+// white space. The common case, no white space, costs one comparison.
+func skipWS(b []byte, i int) int {
+	for i < len(b) && b[i] <= ' ' {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// hasLit reports whether b holds lit at i.
+func hasLit(b []byte, i int, lit string) bool {
+	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
+}
+
+// scanString returns the index of the quote that closes the string whose
+// first byte is b[i], or -1 when an escape or a control character comes
+// first or the string does not end. It tests 8 bytes at a time: a byte is
+// special when it is the quote, the backslash or below 0x20, and the
+// lowest special byte of a word is found exactly (the borrows of the
+// subtractions below only ever mark bytes above a special one).
+func scanString(b []byte, i int) int {
+	for ; len(b)-i >= 8; i += 8 {
+		if m := specialBytes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+			j := i + bits.TrailingZeros64(m)>>3
+			if b[j] == '"' {
+				return j
+			}
+			return -1
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; !plainStringByte[c] {
+			if c == '"' {
+				return i
+			}
+			return -1
+		}
+	}
+	return -1
+}
+
+// specialBytes returns the high bit of each byte of x that is a quote, a
+// backslash or a control byte (below 0x20); above the lowest such byte it
+// may also mark others.
+func specialBytes(x uint64) uint64 {
+	q := x ^ ('"' * wordLowBytes)
+	s := x ^ ('\\' * wordLowBytes)
+	return ((q-wordLowBytes)&^q | (s-wordLowBytes)&^s | (x-0x20*wordLowBytes)&^x) & wordHighBits
+}
+
+// str reads the string whose opening quote is b[i] into *dst, aliasing b
+// (see own), and returns the index after its closing quote, or -1.
+func str(b []byte, i int, dst *string) int {
+	if b[i] != '"' {
+		return -1
+	}
+	end := scanString(b, i+1)
+	if end < 0 {
+		return -1
+	}
+	*dst = unsafe.String(&b[i+1], end-i-1)
+	return end + 1
+}
+
+func (w *wireEvent) setNull(key int) bool {
+	switch key {
+	case keyRollout, keyVariant, keyTime, keyID, keyUnit:
+	case keyLatencyMs:
+		w.LatencyMs, w.HasLatency = 0, false
+	case keyStatus:
+		w.Status, w.HasStatus = 0, false
+	case keyError:
+		w.Error, w.HasError = false, false
+	case keyValues:
 		w.fastN, w.Values = 0, nil
 	default:
 		return false
@@ -71,39 +267,42 @@ func (w *wireEvent) setNull(key []byte) bool {
 	return true
 }
 
-func (w *wireEvent) set(p *parser, key []byte) bool {
-	switch string(key) {
-	case "rollout":
-		return p.strInto(&w.Rollout)
-	case "variant":
-		return p.strInto(&w.Variant)
-	case "time":
-		return p.strInto(&w.Time)
-	case "id":
-		return p.strInto(&w.ID)
-	case "unit":
-		return p.strInto(&w.Unit)
-	case "latency_ms":
-		w.LatencyMs, w.HasLatency = p.float()
-		return w.HasLatency
-	case "status":
-		w.Status, w.HasStatus = p.int()
-		return w.HasStatus
-	case "error":
+// set reads the value of key, which starts at b[i] (not white space, not
+// null), into w, and returns the index after it, or -1 to fall back.
+func (w *wireEvent) set(b []byte, i int, key int) int {
+	switch key {
+	case keyRollout:
+		return str(b, i, &w.Rollout)
+	case keyVariant:
+		return str(b, i, &w.Variant)
+	case keyTime:
+		return str(b, i, &w.Time)
+	case keyID:
+		return str(b, i, &w.ID)
+	case keyUnit:
+		return str(b, i, &w.Unit)
+	case keyLatencyMs:
+		w.LatencyMs, i = parseFloat(b, i)
+		w.HasLatency = i >= 0
+		return i
+	case keyStatus:
+		w.Status, i = parseInt(b, i)
+		w.HasStatus = i >= 0
+		return i
+	case keyError:
 		switch {
-		case p.lit("true"):
-			w.Error = true
-		case p.lit("false"):
-			w.Error = false
-		default:
-			return false
+		case hasLit(b, i, "true"):
+			w.Error, w.HasError = true, true
+			return i + len("true")
+		case hasLit(b, i, "false"):
+			w.Error, w.HasError = false, true
+			return i + len("false")
 		}
-		w.HasError = true
-		return true
-	case "values":
-		return p.values(w)
+		return -1
+	case keyValues:
+		return w.values(b, i)
 	}
-	return false
+	return -1
 }
 
 // own replaces the strings a Record keeps (rollout, id, unit), which
@@ -204,35 +403,6 @@ func (p *parser) end() bool {
 	return p.i == len(p.b)
 }
 
-func (p *parser) lit(s string) bool {
-	if len(p.b)-p.i >= len(s) && string(p.b[p.i:p.i+len(s)]) == s {
-		p.i += len(s)
-		return true
-	}
-	return false
-}
-
-// str returns the bytes of a string without escapes or control characters.
-func (p *parser) str() ([]byte, bool) {
-	if !p.byte('"') {
-		return nil, false
-	}
-	start := p.i
-	// One table lookup per byte: this loop runs over every key and string
-	// of every event.
-	for i, c := range p.b[start:] {
-		if plainStringByte[c] {
-			continue
-		}
-		if c != '"' {
-			return nil, false // an escape or a control character
-		}
-		p.i = start + i + 1
-		return p.b[start : start+i], true
-	}
-	return nil, false
-}
-
 // plainStringByte tells the bytes that stand for themselves inside a JSON
 // string: all but the quote, the backslash and control characters.
 var plainStringByte = func() (t [256]bool) {
@@ -241,15 +411,6 @@ var plainStringByte = func() (t [256]bool) {
 	}
 	return t
 }()
-
-// strInto sets *dst to a string that aliases the message (see own).
-func (p *parser) strInto(dst *string) bool {
-	s, ok := p.str()
-	if ok {
-		*dst = unsafe.String(unsafe.SliceData(s), len(s))
-	}
-	return ok
-}
 
 // number returns the bytes of a JSON number, following its grammar exactly.
 func (p *parser) number() ([]byte, bool) {
@@ -291,18 +452,6 @@ func (p *parser) number() ([]byte, bool) {
 	}
 	p.i = i
 	return b[start:i], true
-}
-
-func (p *parser) float() (float64, bool) {
-	n, ok := p.number()
-	if !ok {
-		return 0, false
-	}
-	if f, ok := simpleFloat(n); ok {
-		return f, true
-	}
-	f, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(n), len(n)), 64)
-	return f, err == nil
 }
 
 // pow10 holds the powers of ten that a float64 represents exactly.
@@ -354,34 +503,165 @@ func (p *parser) int() (int64, bool) {
 	return v, err == nil
 }
 
-// values parses a flat object of numbers into w.fastVals.
-func (p *parser) values(w *wireEvent) bool {
-	if !p.byte('{') {
-		return false
+// parseFloat converts the JSON number at b[i] as strconv.ParseFloat does
+// and returns the index after it, or -1 when b[i] starts no valid number
+// or ParseFloat fails. It checks the grammar and gathers the digits in one
+// pass; the usual number (no exponent, at most 15 digits) is converted as
+// simpleFloat does, others by ParseFloat.
+func parseFloat(b []byte, i int) (float64, int) {
+	start := i
+	neg := i < len(b) && b[i] == '-'
+	if neg {
+		i++
+	}
+	var mant uint64
+	digits := 0
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+		digits = 1
+	case i < len(b) && b[i]-'1' < 9:
+		for ; i < len(b) && b[i]-'0' < 10; i++ {
+			mant = mant*10 + uint64(b[i]-'0')
+			digits++
+		}
+	default:
+		return 0, -1
+	}
+	frac := 0
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) || b[i]-'0' >= 10 {
+			return 0, -1
+		}
+		for ; i < len(b) && b[i]-'0' < 10; i++ {
+			mant = mant*10 + uint64(b[i]-'0')
+			frac++
+		}
+		digits += frac
+	}
+	if i < len(b) && b[i]|0x20 == 'e' {
+		if i = exponentEnd(b, i+1); i < 0 {
+			return 0, -1
+		}
+		return slowFloat(b, start, i)
+	}
+	if digits > 15 {
+		return slowFloat(b, start, i)
+	}
+	f := float64(mant) / pow10[frac]
+	if neg {
+		f = -f
+	}
+	return f, i
+}
+
+// exponentEnd returns the index after the exponent of a JSON number whose
+// 'e' precedes b[i], or -1 when it has no digit.
+func exponentEnd(b []byte, i int) int {
+	if i < len(b) && (b[i] == '+' || b[i] == '-') {
+		i++
+	}
+	if i >= len(b) || b[i]-'0' >= 10 {
+		return -1
+	}
+	for i < len(b) && b[i]-'0' < 10 {
+		i++
+	}
+	return i
+}
+
+// slowFloat converts the number b[start:end] with strconv.ParseFloat.
+func slowFloat(b []byte, start, end int) (float64, int) {
+	f, err := strconv.ParseFloat(unsafe.String(&b[start], end-start), 64)
+	if err != nil {
+		return 0, -1
+	}
+	return f, end
+}
+
+// parseInt converts the JSON number at b[i] as strconv.ParseInt (base 10,
+// 64 bits) does and returns the index after it, or -1 when b[i] starts no
+// valid number or ParseInt fails (a fraction or an exponent, or out of
+// range). Up to 18 digits cannot overflow and are converted here.
+func parseInt(b []byte, i int) (int64, int) {
+	start := i
+	neg := i < len(b) && b[i] == '-'
+	if neg {
+		i++
+	}
+	var v uint64
+	digits := 0
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+		digits = 1
+	case i < len(b) && b[i]-'1' < 9:
+		for ; i < len(b) && b[i]-'0' < 10; i++ {
+			v = v*10 + uint64(b[i]-'0')
+			digits++
+		}
+	default:
+		return 0, -1
+	}
+	if i < len(b) && (b[i] == '.' || b[i]|0x20 == 'e') {
+		return 0, -1 // valid JSON perhaps, but not for ParseInt
+	}
+	if digits > 18 {
+		n, err := strconv.ParseInt(unsafe.String(&b[start], i-start), 10, 64)
+		if err != nil {
+			return 0, -1
+		}
+		return n, i
+	}
+	if neg {
+		return -int64(v), i
+	}
+	return int64(v), i
+}
+
+// values reads the flat object of numbers at b[i] into w.fastVals and
+// returns the index after it, or -1.
+func (w *wireEvent) values(b []byte, i int) int {
+	if b[i] != '{' {
+		return -1
 	}
 	w.Values = nil
 	w.fastN = 0
 	w.fastHasValues = true
-	if p.peek() == '}' {
-		p.i++
-		return true
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
 	}
 	for {
-		k, ok := p.str()
-		if !ok || !p.byte(':') {
-			return false
+		if i >= len(b) || b[i] != '"' {
+			return -1
 		}
-		f, ok := p.float()
-		if !ok {
-			return false
+		end := scanString(b, i+1)
+		if end < 0 {
+			return -1
 		}
-		w.addValue(k, f)
-		switch p.next() {
+		name := b[i+1 : end]
+		i = skipWS(b, end+1)
+		if i >= len(b) || b[i] != ':' {
+			return -1
+		}
+		var f float64
+		if f, i = parseFloat(b, skipWS(b, i+1)); i < 0 {
+			return -1
+		}
+		w.addValue(name, f)
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return -1
+		}
+		switch b[i] {
 		case ',':
+			i = skipWS(b, i+1)
 		case '}':
-			return true
+			return i + 1
 		default:
-			return false
+			return -1
 		}
 	}
 }
