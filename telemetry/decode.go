@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"time"
 	"unicode/utf8"
 	"unsafe"
 
@@ -225,11 +224,11 @@ func (w *wireEvent) header(r *Record) error {
 		return reject(ReasonBadVariant, "variant %.40q is neither baseline nor canary", w.Variant)
 	}
 	if w.Time != "" {
-		t, err := time.Parse(time.RFC3339Nano, w.Time)
-		if err != nil {
+		t, ok := parseTime(w.Time) // time.Parse(time.RFC3339Nano, w.Time), in UTC
+		if !ok {
 			return reject(ReasonBadValue, "time %.40q is not RFC 3339", w.Time)
 		}
-		r.Time = t.UTC()
+		r.Time = t
 	}
 	if len(w.ID) > MaxIDLen {
 		return reject(ReasonBadValue, "id is longer than %d bytes", MaxIDLen)
