@@ -350,18 +350,43 @@ func intern(s string) string {
 	if len(s) > internMaxLen {
 		return strings.Clone(s)
 	}
-	h := uint32(2166136261) // FNV-1a
-	for i := 0; i < len(s); i++ {
-		h ^= uint32(s[i])
-		h *= 16777619
-	}
-	slot := &internTable[h%internSlots]
+	slot := &internTable[internHash(s)%internSlots]
 	if p := slot.Load(); p != nil && *p == s {
 		return *p
 	}
 	c := strings.Clone(s)
 	slot.Store(&c)
 	return c
+}
+
+// internHash hashes s, of at most internMaxLen bytes, for the intern
+// table: 8 bytes per multiplication, the last 1 to 8 bytes loaded as one
+// word (overlapping the word before when s is longer than 8 bytes), as
+// wyhash does.
+func internHash(s string) uint32 {
+	const (
+		k0 = 0x9e3779b97f4a7c15
+		k1 = 0xbf58476d1ce4e5b9
+	)
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	h := uint64(len(s)) * k0
+	var last uint64
+	switch n := len(b); {
+	case n >= 8:
+		for ; len(b) > 8; b = b[8:] {
+			h = (h ^ binary.LittleEndian.Uint64(b)) * k1
+			h ^= h >> 31
+		}
+		last = binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[len(s)-8:]), 8))
+	case n >= 4:
+		last = uint64(binary.LittleEndian.Uint32(b)) | uint64(binary.LittleEndian.Uint32(b[n-4:]))<<32
+	case n > 0:
+		last = uint64(b[0]) | uint64(b[n/2])<<8 | uint64(b[n-1])<<16
+	}
+	h = (h ^ last) * k1
+	h ^= h >> 32
+	h *= k0
+	return uint32(h >> 32)
 }
 
 type parser struct {

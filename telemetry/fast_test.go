@@ -2,12 +2,14 @@ package telemetry
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"pgregory.net/rapid"
 )
@@ -266,4 +268,56 @@ func FuzzDecodeReference(f *testing.F) {
 		f.Add(data)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) { checkReference(t, data) })
+}
+
+// TestIsASCII holds isASCII equal to a byte loop, for every length up to
+// 40 and a high byte at every position.
+func TestIsASCII(t *testing.T) {
+	for n := range 41 {
+		b := []byte(strings.Repeat("a", n))
+		if !isASCII(b) {
+			t.Fatalf("isASCII(%q) = false", b)
+		}
+		for i := range n {
+			for _, c := range []byte{0x80, 0xc3, 0xff} {
+				b[i] = c
+				if isASCII(b) {
+					t.Fatalf("isASCII(%q) = true", b)
+				}
+			}
+			b[i] = 0x7f
+			if !isASCII(b) {
+				t.Fatalf("isASCII(%q) = false", b)
+			}
+			b[i] = 'a'
+		}
+	}
+}
+
+// TestIntern: intern returns an equal string of its own memory, and a
+// repeated string of up to internMaxLen bytes comes from the table without
+// allocating; internHash spreads typical ids over the slots.
+func TestIntern(t *testing.T) {
+	for n := range internMaxLen + 2 {
+		src := []byte(strings.Repeat("x", n))
+		for i := range src {
+			src[i] = byte('a' + (i*7)%26)
+		}
+		s := unsafe.String(unsafe.SliceData(src), len(src))
+		got := intern(s)
+		if got != s || n > 0 && unsafe.StringData(got) == unsafe.StringData(s) {
+			t.Fatalf("intern(%q) = %q, aliasing %v", s, got, unsafe.StringData(got) == unsafe.StringData(s))
+		}
+		if allocs := testing.AllocsPerRun(100, func() { _ = intern(s) }); n <= internMaxLen && allocs != 0 {
+			t.Errorf("intern of %d bytes: %v allocations, want 0", n, allocs)
+		}
+	}
+	slots := make(map[uint32]bool)
+	for i := range 500 {
+		slots[internHash(fmt.Sprintf("checkout-%d", i))%internSlots] = true
+	}
+	t.Logf("500 ids fill %d slots", len(slots))
+	if len(slots) < 350 { // about 396 for a random function
+		t.Errorf("500 ids fill %d slots of %d", len(slots), internSlots)
+	}
 }
