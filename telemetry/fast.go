@@ -236,20 +236,6 @@ func specialBytes(x uint64) uint64 {
 	return ((q-wordLowBytes)&^q | (s-wordLowBytes)&^s | (x-0x20*wordLowBytes)&^x) & wordHighBits
 }
 
-// str reads the string whose opening quote is b[i] into *dst, aliasing b
-// (see own), and returns the index after its closing quote, or -1.
-func str(b []byte, i int, dst *string) int {
-	if b[i] != '"' {
-		return -1
-	}
-	end := scanString(b, i+1)
-	if end < 0 {
-		return -1
-	}
-	*dst = unsafe.String(&b[i+1], end-i-1)
-	return end + 1
-}
-
 func (w *wireEvent) setNull(key int) bool {
 	switch key {
 	case keyRollout, keyVariant, keyTime, keyID, keyUnit:
@@ -268,19 +254,21 @@ func (w *wireEvent) setNull(key int) bool {
 }
 
 // set reads the value of key, which starts at b[i] (not white space, not
-// null), into w, and returns the index after it, or -1 to fall back.
+// null), into w, and returns the index after it, or -1 to fall back. A
+// string is left aliasing b (see own).
 func (w *wireEvent) set(b []byte, i int, key int) int {
+	var dst *string
 	switch key {
 	case keyRollout:
-		return str(b, i, &w.Rollout)
+		dst = &w.Rollout
 	case keyVariant:
-		return str(b, i, &w.Variant)
+		dst = &w.Variant
 	case keyTime:
-		return str(b, i, &w.Time)
+		dst = &w.Time
 	case keyID:
-		return str(b, i, &w.ID)
+		dst = &w.ID
 	case keyUnit:
-		return str(b, i, &w.Unit)
+		dst = &w.Unit
 	case keyLatencyMs:
 		w.LatencyMs, i = parseFloat(b, i)
 		w.HasLatency = i >= 0
@@ -301,8 +289,18 @@ func (w *wireEvent) set(b []byte, i int, key int) int {
 		return -1
 	case keyValues:
 		return w.values(b, i)
+	default:
+		return -1
 	}
-	return -1
+	if b[i] != '"' {
+		return -1
+	}
+	end := scanString(b, i+1)
+	if end < 0 {
+		return -1
+	}
+	*dst = unsafe.String(&b[i+1], end-i-1)
+	return end + 1
 }
 
 // own replaces the strings a Record keeps (rollout, id, unit), which

@@ -321,3 +321,26 @@ func TestIntern(t *testing.T) {
 		t.Errorf("500 ids fill %d slots of %d", len(slots), internSlots)
 	}
 }
+
+// TestIDBytes holds the table of ValidRollout and validName to their
+// character classes, for every byte.
+func TestIDBytes(t *testing.T) {
+	for c := range 256 {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		s := "a" + string([]byte{byte(c)}) + "b"
+		if got, want := ValidRollout(s), alnum || c == '_' || c == '-'; got != want {
+			t.Errorf("ValidRollout(%q) = %v", s, got)
+		}
+		if got, want := validName(s), alnum || c == '_' || c == '-' || c == '.'; got != want {
+			t.Errorf("validName(%q) = %v", s, got)
+		}
+	}
+	for _, s := range []string{"", strings.Repeat("a", 64), strings.Repeat("a", 65)} {
+		if got, want := ValidRollout(s), len(s) >= 1 && len(s) <= 64; got != want {
+			t.Errorf("ValidRollout(%d bytes) = %v", len(s), got)
+		}
+		if got, want := validName(s), len(s) >= 1 && len(s) <= MaxNameLen; got != want {
+			t.Errorf("validName(%d bytes) = %v", len(s), got)
+		}
+	}
+}
