@@ -1,6 +1,10 @@
 package telemetry
 
-import "time"
+import (
+	"encoding/binary"
+	"time"
+	"unsafe"
+)
 
 // parseTime returns what time.Parse(time.RFC3339Nano, s) then UTC return,
 // and whether Parse succeeded. The usual shape is parsed by fastRFC3339;
@@ -23,18 +27,25 @@ func parseTime(s string) (time.Time, bool) {
 // returns the same instant in UTC. It reports false for anything else,
 // which the caller leaves to time.Parse: false never means invalid.
 func fastRFC3339(s string) (time.Time, bool) {
-	if len(s) < len("2006-01-02T15:04:05Z") ||
-		s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' {
+	if len(s) < len("2006-01-02T15:04:05Z") {
 		return time.Time{}, false
 	}
-	year, ok1 := digits4(s[0], s[1], s[2], s[3])
-	month, ok2 := digits2(s[5], s[6])
-	day, ok3 := digits2(s[8], s[9])
-	hour, ok4 := digits2(s[11], s[12])
-	minute, ok5 := digits2(s[14], s[15])
-	sec, ok6 := digits2(s[17], s[18])
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) ||
-		month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
+	// The first 16 bytes as two words, "2006-01-" and "02T15:04", checked
+	// and converted 8 bytes at a time.
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	x, ok1 := dateWord(binary.LittleEndian.Uint64(b), 0x00ffff00ffffffff, 0x2d00002d00000000)
+	y, ok2 := dateWord(binary.LittleEndian.Uint64(b[8:]), 0xffff00ffff00ffff, 0x00003a0000540000)
+	sec, ok3 := digits2(s[17], s[18])
+	if !(ok1 && ok2 && ok3) || s[16] != ':' {
+		return time.Time{}, false
+	}
+	digit := func(w uint64, k uint) uint { return uint(w>>(8*k)) & 0xff }
+	year := digit(x, 0)*1000 + digit(x, 1)*100 + digit(x, 2)*10 + digit(x, 3)
+	month := digit(x, 5)*10 + digit(x, 6)
+	day := digit(y, 0)*10 + digit(y, 1)
+	hour := digit(y, 3)*10 + digit(y, 4)
+	minute := digit(y, 6)*10 + digit(y, 7)
+	if month < 1 || month > 12 || day < 1 || day > daysIn(month, year) ||
 		hour > 23 || minute > 59 || sec > 59 {
 		return time.Time{}, false
 	}
@@ -52,9 +63,7 @@ func fastRFC3339(s string) (time.Time, bool) {
 		if n == 0 {
 			return time.Time{}, false
 		}
-		for ; n < 9; n++ {
-			nsec *= 10
-		}
+		nsec *= nsecScale[n]
 	}
 	var offset int
 	switch rest := s[i:]; {
@@ -76,17 +85,25 @@ func fastRFC3339(s string) (time.Time, bool) {
 	return time.Unix(unix, int64(nsec)).UTC(), true
 }
 
+// dateWord checks that the 8 bytes of w (little-endian) are decimal
+// digits where digits has 0xff and equal seps elsewhere, and returns w with
+// each digit replaced by its value. A byte is a digit when its high nibble
+// is 3 and adding 6 leaves it 3; once every digit byte has the high nibble
+// 3, adding 6 cannot carry into the next byte.
+func dateWord(w, digits, seps uint64) (uint64, bool) {
+	const (
+		ones = 0x0101010101010101
+		high = 0xf0 * ones
+	)
+	zero := '0' * ones & digits
+	ok := w&^digits == seps && w&high&digits == zero && (w+6*ones&digits)&high&digits == zero
+	return w - zero, ok
+}
+
 // digits2 returns the number written by two decimal digits.
 func digits2(a, b byte) (uint, bool) {
 	a, b = a-'0', b-'0'
 	return uint(a)*10 + uint(b), a < 10 && b < 10
-}
-
-// digits4 returns the number written by four decimal digits.
-func digits4(a, b, c, d byte) (uint, bool) {
-	hi, ok1 := digits2(a, b)
-	lo, ok2 := digits2(c, d)
-	return hi*100 + lo, ok1 && ok2
 }
 
 // daysIn returns the number of days of month (1 to 12) in year, of the
@@ -104,17 +121,22 @@ func daysIn(month, year uint) uint {
 	return 31
 }
 
+// nsecScale[n] turns n fraction digits into nanoseconds.
+var nsecScale = [10]uint{1e9, 1e8, 1e7, 1e6, 1e5, 1e4, 1e3, 1e2, 1e1, 1}
+
+// daysBefore[m] is the number of days of a year that are before month m
+// (1 to 12), February counted with 28.
+var daysBefore = [13]uint{0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334}
+
 // daysSinceEpoch returns the days from 1970-01-01 to the date, of the
-// proleptic Gregorian calendar, for years 0 to 9999 (after H. Hinnant's
-// days_from_civil, with the year shifted by 400 to stay positive).
+// proleptic Gregorian calendar, for years 0 to 9999. Years are shifted by
+// 400 (a whole cycle of leap years) to keep the arithmetic unsigned.
 func daysSinceEpoch(year, month, day uint) int64 {
-	y := year + 400 // years start in March: January and February belong to the year before
-	if month <= 2 {
-		y--
+	y := year + 400
+	days := 365*y + (y-1)/4 - (y-1)/100 + (y-1)/400 + daysBefore[month] + day - 1
+	if month > 2 && y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+		days++ // February 29
 	}
-	era := y / 400
-	yoe := y - era*400                        // [0, 399]
-	doy := (153*((month+9)%12)+2)/5 + day - 1 // [0, 365], from March 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy    // [0, 146096]
-	return int64(era-1)*146097 + int64(doe) - 719468
+	const epoch = 365*2370 + 2369/4 - 2369/100 + 2369/400 // 1970+400-01-01
+	return int64(days) - epoch
 }
