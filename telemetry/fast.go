@@ -112,65 +112,64 @@ func keyOf(name []byte) int {
 	return keyOther
 }
 
-// The bytes of the known keys and their closing quote, as a little-endian
-// word loads them (TestKeyWords checks them); latency_ms is two words.
+// Bytes of every byte of a word.
 const (
-	wordRollout  = 0x2274756f6c6c6f72 // rollout"
-	wordVariant  = 0x22746e6169726176 // variant"
-	wordValues   = 0x00227365756c6176 // values"
-	wordTime     = 0x00000022656d6974 // time"
-	wordID       = 0x0000000000226469 // id"
-	wordUnit     = 0x0000002274696e75 // unit"
-	wordLatency  = 0x5f79636e6574616c // latency_
-	wordMs       = 0x000000000022736d // ms"
-	wordStatus   = 0x0022737574617473 // status"
-	wordError    = 0x000022726f727265 // error"
 	wordLowBytes = 0x0101010101010101
 	wordHighBits = 0x8080808080808080
 )
 
+// keyNames are the names of the known keys.
+var keyNames = [...]string{keyRollout: "rollout", keyVariant: "variant", keyTime: "time", keyID: "id",
+	keyUnit: "unit", keyLatencyMs: "latency_ms", keyStatus: "status", keyError: "error", keyValues: "values"}
+
+// A keySlot of keyTable holds a known key: the first 8 bytes of its name
+// and closing quote as a little-endian word loads them (word, under mask),
+// the length of the name and quote, and the key.
+type keySlot struct {
+	word, mask uint64
+	n, key     int
+}
+
+// keyTable holds each known key at keyHash of its first word. The hash,
+// the first byte of the name xor its third (5 bits), tells the nine keys
+// apart; an empty slot matches no word.
+var keyTable = func() (t [32]keySlot) {
+	for i := range t {
+		t[i].word = 1 // under mask 0: no match
+	}
+	for key, name := range keyNames {
+		if name == "" {
+			continue
+		}
+		var b [8]byte
+		n := copy(b[:], name+`"`)
+		w := binary.LittleEndian.Uint64(b[:])
+		s := &t[keyHash(w)]
+		if s.mask != 0 {
+			panic("telemetry: keyTable: " + name + " collides")
+		}
+		*s = keySlot{word: w, mask: 1<<(8*n) - 1, n: len(name) + 1, key: key}
+	}
+	return t
+}()
+
+func keyHash(u uint64) uint64 { return (u ^ u>>16) & 31 }
+
 // matchKey reads the key string whose first byte is b[i] (after the opening
 // quote): it returns which key it is and the index after its closing quote,
-// or -1 when it is not a plain string. A known key is recognised by one or
-// two word comparisons; other keys are scanned and looked up by name.
+// or -1 when it is not a plain string. A known key is recognised by one
+// table lookup and word comparison (latency_ms, 11 bytes with the quote,
+// by three more byte comparisons); other keys are scanned and looked up by
+// name.
 func matchKey(b []byte, i int) (key, next int) {
 	if len(b)-i >= 8 {
 		u := binary.LittleEndian.Uint64(b[i:])
-		switch byte(u) {
-		case 'r':
-			if u == wordRollout {
-				return keyRollout, i + 8
+		if s := &keyTable[keyHash(u)]; u&s.mask == s.word {
+			if s.key != keyLatencyMs {
+				return s.key, i + s.n
 			}
-		case 'v':
-			if u == wordVariant {
-				return keyVariant, i + 8
-			}
-			if u&(1<<56-1) == wordValues {
-				return keyValues, i + 7
-			}
-		case 't':
-			if u&(1<<40-1) == wordTime {
-				return keyTime, i + 5
-			}
-		case 'i':
-			if u&(1<<24-1) == wordID {
-				return keyID, i + 3
-			}
-		case 'u':
-			if u&(1<<40-1) == wordUnit {
-				return keyUnit, i + 5
-			}
-		case 'l':
-			if u == wordLatency && len(b)-i >= 11 && b[i+8] == 'm' && b[i+9] == 's' && b[i+10] == '"' {
+			if len(b)-i >= 11 && b[i+8] == 'm' && b[i+9] == 's' && b[i+10] == '"' {
 				return keyLatencyMs, i + 11
-			}
-		case 's':
-			if u&(1<<56-1) == wordStatus {
-				return keyStatus, i + 7
-			}
-		case 'e':
-			if u&(1<<48-1) == wordError {
-				return keyError, i + 6
 			}
 		}
 	}

@@ -14,20 +14,21 @@ import (
 	"pgregory.net/rapid"
 )
 
-// TestKeyWords: the word constants of matchKey are the bytes of the keys.
-func TestKeyWords(t *testing.T) {
-	for _, c := range []struct {
-		word uint64
-		s    string
-	}{
-		{wordRollout, `rollout"`}, {wordVariant, `variant"`}, {wordValues, `values"`},
-		{wordTime, `time"`}, {wordID, `id"`}, {wordUnit, `unit"`}, {wordLatency, `latency_`},
-		{wordMs, `ms"`}, {wordStatus, `status"`}, {wordError, `error"`},
-	} {
+// TestKeyTable: every known key has its own slot of keyTable, so that
+// matchKey finds it by the table, not by scanning.
+func TestKeyTable(t *testing.T) {
+	for key, name := range keyNames {
+		if name == "" {
+			continue
+		}
 		var b [8]byte
-		copy(b[:], c.s)
-		if got := binary.LittleEndian.Uint64(b[:]); got != c.word {
-			t.Errorf("word of %s = %#016x, constant is %#016x", c.s, got, c.word)
+		copy(b[:], name+`":"xxxxxxxx"}`)
+		u := binary.LittleEndian.Uint64(b[:])
+		if s := keyTable[keyHash(u)]; s.key != key || u&s.mask != s.word || s.n != len(name)+1 {
+			t.Errorf("keyTable slot of %s = %+v", name, s)
+		}
+		if got := keyOf([]byte(name)); got != key {
+			t.Errorf("keyOf(%s) = %d, want %d", name, got, key)
 		}
 	}
 }
@@ -55,6 +56,27 @@ func TestMatchKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestMatchKeyRapid: matchKey equals scanning and looking up, for strings
+// made of the keys' letters, quotes and backslashes.
+func TestMatchKeyRapid(t *testing.T) {
+	letters := []byte("rolutvaiemdsn_\"\\x:")
+	rapid.Check(t, func(t *rapid.T) {
+		var b []byte
+		if rapid.Bool().Draw(t, "known") {
+			b = append(b, rapid.SampledFrom(keyNames[1:]).Draw(t, "name")...)
+		}
+		b = append(b, rapid.SliceOfN(rapid.SampledFrom(letters), 0, 14).Draw(t, "rest")...)
+		got, gotEnd := matchKey(b, 0)
+		want, wantEnd := keyOther, -1
+		if end := refScanString(b, 0); end >= 0 {
+			want, wantEnd = keyOf(b[:end]), end+1
+		}
+		if got != want || gotEnd != wantEnd {
+			t.Fatalf("matchKey(%q) = %d, %d, want %d, %d", b, got, gotEnd, want, wantEnd)
+		}
+	})
 }
 
 // refScanString is scanString one byte at a time.
