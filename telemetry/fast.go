@@ -207,10 +207,11 @@ func hasLit(b []byte, i int, lit string) bool {
 // subtractions below only ever mark bytes above a special one).
 func scanString(b []byte, i int) int {
 	for ; len(b)-i >= 8; i += 8 {
-		if m := specialBytes(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-			j := i + bits.TrailingZeros64(m)>>3
-			if b[j] == '"' {
-				return j
+		x := binary.LittleEndian.Uint64(b[i:])
+		if m := specialBytes(x); m != 0 {
+			shift := bits.TrailingZeros64(m) &^ 7 // of the first special byte
+			if byte(x>>shift) == '"' {
+				return i + shift>>3
 			}
 			return -1
 		}
