@@ -15,15 +15,17 @@ import (
 // anything else (an unknown or differently cased key, an escape, a batch, a
 // type mismatch, invalid JSON) it returns false and the caller uses
 // encoding/json, which then defines the result, including the error. A
-// differential fuzz test holds the two decoders equal where this one answers.
+// differential fuzz test (FuzzDecode) holds the two decoders equal where
+// this one answers, and FuzzDecodeReference holds it to the parser it
+// replaced (reference_test.go).
 //
 // data must be valid UTF-8. The string fields of w alias data (no copy):
 // the caller must call w.own before a Record keeps them. Value names are
 // interned.
 //
-// It scans with a local index rather than a parser's field, which the
-// compiler keeps in a register, and it matches the usual keys by loading
-// their bytes as one word (see matchKey).
+// It scans with a local index, which the compiler keeps in a register,
+// matches the known keys by one table lookup and word comparison (see
+// matchKey) and strings 8 bytes at a time (see scanString).
 func fastUnmarshal(data []byte, w *wireEvent) bool {
 	b := data
 	i := skipWS(b, 0)
@@ -112,7 +114,7 @@ func keyOf(name []byte) int {
 	return keyOther
 }
 
-// Bytes of every byte of a word.
+// A word with every byte 1, and one with every byte's high bit.
 const (
 	wordLowBytes = 0x0101010101010101
 	wordHighBits = 0x8080808080808080
@@ -359,8 +361,9 @@ func intern(s string) string {
 
 // internHash hashes s, of at most internMaxLen bytes, for the intern
 // table: 8 bytes per multiplication, the last 1 to 8 bytes loaded as one
-// word (overlapping the word before when s is longer than 8 bytes), as
-// wyhash does.
+// word (overlapping the word before when s is longer than 8 bytes), in
+// the manner of wyhash. It only places strings in slots: a poorer spread
+// would only cost more misses.
 func internHash(s string) uint32 {
 	const (
 		k0 = 0x9e3779b97f4a7c15
