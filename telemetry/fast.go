@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"encoding/binary"
+	"math/bits"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,57 +15,239 @@ import (
 // anything else (an unknown or differently cased key, an escape, a batch, a
 // type mismatch, invalid JSON) it returns false and the caller uses
 // encoding/json, which then defines the result, including the error. A
-// differential fuzz test holds the two decoders equal where this one answers.
+// differential fuzz test (FuzzDecode) holds the two decoders equal where
+// this one answers, and FuzzDecodeReference holds it to the parser it
+// replaced (reference_test.go).
 //
 // data must be valid UTF-8. The string fields of w alias data (no copy):
 // the caller must call w.own before a Record keeps them. Value names are
 // interned.
+//
+// It scans with a local index, which the compiler keeps in a register,
+// matches the known keys by one table lookup and word comparison (see
+// matchKey) and strings 8 bytes at a time (see scanString).
 func fastUnmarshal(data []byte, w *wireEvent) bool {
-	p := parser{b: data}
-	if !p.byte('{') {
+	b := data
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
 		return false
 	}
-	if p.peek() == '}' {
-		p.i++
-		return p.end()
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return skipWS(b, i+1) == len(b)
 	}
 	for {
-		key, ok := p.str()
-		if !ok || !p.byte(':') {
+		if i >= len(b) || b[i] != '"' {
 			return false
 		}
-		p.ws()
-		if p.i >= len(p.b) {
+		key, j := matchKey(b, i+1)
+		if j < 0 {
 			return false
 		}
-		if p.b[p.i] == 'n' { // null: same as absent, and resets an earlier duplicate
-			if !p.lit("null") || !w.setNull(key) {
+		i = skipWS(b, j)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipWS(b, i+1)
+		if i >= len(b) {
+			return false
+		}
+		if b[i] == 'n' { // null: same as absent, and resets an earlier duplicate
+			if !hasLit(b, i, "null") || !w.setNull(key) {
 				return false
 			}
-		} else if !w.set(&p, key) {
+			i += len("null")
+		} else if i = w.set(b, i, key); i < 0 {
 			return false
 		}
-		switch p.next() {
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
 		case ',':
-			continue
+			i = skipWS(b, i+1)
 		case '}':
-			return p.end()
+			return skipWS(b, i+1) == len(b)
 		default:
 			return false
 		}
 	}
 }
 
-func (w *wireEvent) setNull(key []byte) bool {
-	switch string(key) {
-	case "rollout", "variant", "time", "id", "unit":
+// The keys fastUnmarshal knows; keyOther is any other.
+const (
+	keyOther = iota
+	keyRollout
+	keyVariant
+	keyTime
+	keyID
+	keyUnit
+	keyLatencyMs
+	keyStatus
+	keyError
+	keyValues
+)
+
+// keyOf returns the key called name.
+func keyOf(name []byte) int {
+	switch string(name) {
+	case "rollout":
+		return keyRollout
+	case "variant":
+		return keyVariant
+	case "time":
+		return keyTime
+	case "id":
+		return keyID
+	case "unit":
+		return keyUnit
 	case "latency_ms":
-		w.LatencyMs, w.HasLatency = 0, false
+		return keyLatencyMs
 	case "status":
-		w.Status, w.HasStatus = 0, false
+		return keyStatus
 	case "error":
-		w.Error, w.HasError = false, false
+		return keyError
 	case "values":
+		return keyValues
+	}
+	return keyOther
+}
+
+// A word with every byte 1, and one with every byte's high bit.
+const (
+	wordLowBytes = 0x0101010101010101
+	wordHighBits = 0x8080808080808080
+)
+
+// keyNames are the names of the known keys.
+var keyNames = [...]string{keyRollout: "rollout", keyVariant: "variant", keyTime: "time", keyID: "id",
+	keyUnit: "unit", keyLatencyMs: "latency_ms", keyStatus: "status", keyError: "error", keyValues: "values"}
+
+// A keySlot of keyTable holds a known key: the first 8 bytes of its name
+// and closing quote as a little-endian word loads them (word, under mask),
+// the length of the name and quote, and the key.
+type keySlot struct {
+	word, mask uint64
+	n, key     int
+}
+
+// keyTable holds each known key at keyHash of its first word. The hash,
+// the first byte of the name xor its third (5 bits), tells the nine keys
+// apart; an empty slot matches no word.
+var keyTable = func() (t [32]keySlot) {
+	for i := range t {
+		t[i].word = 1 // under mask 0: no match
+	}
+	for key, name := range keyNames {
+		if name == "" {
+			continue
+		}
+		var b [8]byte
+		n := copy(b[:], name+`"`)
+		w := binary.LittleEndian.Uint64(b[:])
+		s := &t[keyHash(w)]
+		if s.mask != 0 {
+			panic("telemetry: keyTable: " + name + " collides")
+		}
+		*s = keySlot{word: w, mask: 1<<(8*n) - 1, n: len(name) + 1, key: key}
+	}
+	return t
+}()
+
+func keyHash(u uint64) uint64 { return (u ^ u>>16) & 31 }
+
+// matchKey reads the key string whose first byte is b[i] (after the opening
+// quote): it returns which key it is and the index after its closing quote,
+// or -1 when it is not a plain string. A known key is recognised by one
+// table lookup and word comparison (latency_ms, 11 bytes with the quote,
+// by three more byte comparisons); other keys are scanned and looked up by
+// name.
+func matchKey(b []byte, i int) (key, next int) {
+	if len(b)-i >= 8 {
+		u := binary.LittleEndian.Uint64(b[i:])
+		if s := &keyTable[keyHash(u)]; u&s.mask == s.word {
+			if s.key != keyLatencyMs {
+				return s.key, i + s.n
+			}
+			if len(b)-i >= 11 && b[i+8] == 'm' && b[i+9] == 's' && b[i+10] == '"' {
+				return keyLatencyMs, i + 11
+			}
+		}
+	}
+	end := scanString(b, i)
+	if end < 0 {
+		return keyOther, -1
+	}
+	return keyOf(b[i:end]), end + 1
+}
+
+// skipWS returns the index of the first byte from i on that is not JSON
+// white space. The common case, no white space, costs one comparison.
+func skipWS(b []byte, i int) int {
+	for i < len(b) && b[i] <= ' ' {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// hasLit reports whether b holds lit at i.
+func hasLit(b []byte, i int, lit string) bool {
+	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
+}
+
+// scanString returns the index of the quote that closes the string whose
+// first byte is b[i], or -1 when an escape or a control character comes
+// first or the string does not end. It tests 8 bytes at a time: a byte is
+// special when it is the quote, the backslash or below 0x20, and the
+// lowest special byte of a word is found exactly (the borrows of the
+// subtractions below only ever mark bytes above a special one).
+func scanString(b []byte, i int) int {
+	for ; len(b)-i >= 8; i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		if m := specialBytes(x); m != 0 {
+			shift := bits.TrailingZeros64(m) &^ 7 // of the first special byte
+			if byte(x>>shift) == '"' {
+				return i + shift>>3
+			}
+			return -1
+		}
+	}
+	for ; i < len(b); i++ {
+		if c := b[i]; !plainStringByte[c] {
+			if c == '"' {
+				return i
+			}
+			return -1
+		}
+	}
+	return -1
+}
+
+// specialBytes returns the high bit of each byte of x that is a quote, a
+// backslash or a control byte (below 0x20); above the lowest such byte it
+// may also mark others.
+func specialBytes(x uint64) uint64 {
+	q := x ^ ('"' * wordLowBytes)
+	s := x ^ ('\\' * wordLowBytes)
+	return ((q-wordLowBytes)&^q | (s-wordLowBytes)&^s | (x-0x20*wordLowBytes)&^x) & wordHighBits
+}
+
+func (w *wireEvent) setNull(key int) bool {
+	switch key {
+	case keyRollout, keyVariant, keyTime, keyID, keyUnit:
+	case keyLatencyMs:
+		w.LatencyMs, w.HasLatency = 0, false
+	case keyStatus:
+		w.Status, w.HasStatus = 0, false
+	case keyError:
+		w.Error, w.HasError = false, false
+	case keyValues:
 		w.fastN, w.Values = 0, nil
 	default:
 		return false
@@ -71,39 +255,54 @@ func (w *wireEvent) setNull(key []byte) bool {
 	return true
 }
 
-func (w *wireEvent) set(p *parser, key []byte) bool {
-	switch string(key) {
-	case "rollout":
-		return p.strInto(&w.Rollout)
-	case "variant":
-		return p.strInto(&w.Variant)
-	case "time":
-		return p.strInto(&w.Time)
-	case "id":
-		return p.strInto(&w.ID)
-	case "unit":
-		return p.strInto(&w.Unit)
-	case "latency_ms":
-		w.LatencyMs, w.HasLatency = p.float()
-		return w.HasLatency
-	case "status":
-		w.Status, w.HasStatus = p.int()
-		return w.HasStatus
-	case "error":
+// set reads the value of key, which starts at b[i] (not white space, not
+// null), into w, and returns the index after it, or -1 to fall back. A
+// string is left aliasing b (see own).
+func (w *wireEvent) set(b []byte, i int, key int) int {
+	var dst *string
+	switch key {
+	case keyRollout:
+		dst = &w.Rollout
+	case keyVariant:
+		dst = &w.Variant
+	case keyTime:
+		dst = &w.Time
+	case keyID:
+		dst = &w.ID
+	case keyUnit:
+		dst = &w.Unit
+	case keyLatencyMs:
+		w.LatencyMs, i = parseFloat(b, i)
+		w.HasLatency = i >= 0
+		return i
+	case keyStatus:
+		w.Status, i = parseInt(b, i)
+		w.HasStatus = i >= 0
+		return i
+	case keyError:
 		switch {
-		case p.lit("true"):
-			w.Error = true
-		case p.lit("false"):
-			w.Error = false
-		default:
-			return false
+		case hasLit(b, i, "true"):
+			w.Error, w.HasError = true, true
+			return i + len("true")
+		case hasLit(b, i, "false"):
+			w.Error, w.HasError = false, true
+			return i + len("false")
 		}
-		w.HasError = true
-		return true
-	case "values":
-		return p.values(w)
+		return -1
+	case keyValues:
+		return w.values(b, i)
+	default:
+		return -1
 	}
-	return false
+	if b[i] != '"' {
+		return -1
+	}
+	end := scanString(b, i+1)
+	if end < 0 {
+		return -1
+	}
+	*dst = unsafe.String(&b[i+1], end-i-1)
+	return end + 1
 }
 
 // own replaces the strings a Record keeps (rollout, id, unit), which
@@ -151,18 +350,44 @@ func intern(s string) string {
 	if len(s) > internMaxLen {
 		return strings.Clone(s)
 	}
-	h := uint32(2166136261) // FNV-1a
-	for i := 0; i < len(s); i++ {
-		h ^= uint32(s[i])
-		h *= 16777619
-	}
-	slot := &internTable[h%internSlots]
+	slot := &internTable[internHash(s)%internSlots]
 	if p := slot.Load(); p != nil && *p == s {
 		return *p
 	}
 	c := strings.Clone(s)
 	slot.Store(&c)
 	return c
+}
+
+// internHash hashes s, of at most internMaxLen bytes, for the intern
+// table: 8 bytes per multiplication, the last 1 to 8 bytes loaded as one
+// word (overlapping the word before when s is longer than 8 bytes), in
+// the manner of wyhash. It only places strings in slots: a poorer spread
+// would only cost more misses.
+func internHash(s string) uint32 {
+	const (
+		k0 = 0x9e3779b97f4a7c15
+		k1 = 0xbf58476d1ce4e5b9
+	)
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
+	h := uint64(len(s)) * k0
+	var last uint64
+	switch n := len(b); {
+	case n >= 8:
+		for ; len(b) > 8; b = b[8:] {
+			h = (h ^ binary.LittleEndian.Uint64(b)) * k1
+			h ^= h >> 31
+		}
+		last = binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[len(s)-8:]), 8))
+	case n >= 4:
+		last = uint64(binary.LittleEndian.Uint32(b)) | uint64(binary.LittleEndian.Uint32(b[n-4:]))<<32
+	case n > 0:
+		last = uint64(b[0]) | uint64(b[n/2])<<8 | uint64(b[n-1])<<16
+	}
+	h = (h ^ last) * k1
+	h ^= h >> 32
+	h *= k0
+	return uint32(h >> 32)
 }
 
 type parser struct {
@@ -204,35 +429,6 @@ func (p *parser) end() bool {
 	return p.i == len(p.b)
 }
 
-func (p *parser) lit(s string) bool {
-	if len(p.b)-p.i >= len(s) && string(p.b[p.i:p.i+len(s)]) == s {
-		p.i += len(s)
-		return true
-	}
-	return false
-}
-
-// str returns the bytes of a string without escapes or control characters.
-func (p *parser) str() ([]byte, bool) {
-	if !p.byte('"') {
-		return nil, false
-	}
-	start := p.i
-	// One table lookup per byte: this loop runs over every key and string
-	// of every event.
-	for i, c := range p.b[start:] {
-		if plainStringByte[c] {
-			continue
-		}
-		if c != '"' {
-			return nil, false // an escape or a control character
-		}
-		p.i = start + i + 1
-		return p.b[start : start+i], true
-	}
-	return nil, false
-}
-
 // plainStringByte tells the bytes that stand for themselves inside a JSON
 // string: all but the quote, the backslash and control characters.
 var plainStringByte = func() (t [256]bool) {
@@ -241,15 +437,6 @@ var plainStringByte = func() (t [256]bool) {
 	}
 	return t
 }()
-
-// strInto sets *dst to a string that aliases the message (see own).
-func (p *parser) strInto(dst *string) bool {
-	s, ok := p.str()
-	if ok {
-		*dst = unsafe.String(unsafe.SliceData(s), len(s))
-	}
-	return ok
-}
 
 // number returns the bytes of a JSON number, following its grammar exactly.
 func (p *parser) number() ([]byte, bool) {
@@ -291,18 +478,6 @@ func (p *parser) number() ([]byte, bool) {
 	}
 	p.i = i
 	return b[start:i], true
-}
-
-func (p *parser) float() (float64, bool) {
-	n, ok := p.number()
-	if !ok {
-		return 0, false
-	}
-	if f, ok := simpleFloat(n); ok {
-		return f, true
-	}
-	f, err := strconv.ParseFloat(unsafe.String(unsafe.SliceData(n), len(n)), 64)
-	return f, err == nil
 }
 
 // pow10 holds the powers of ten that a float64 represents exactly.
@@ -354,34 +529,165 @@ func (p *parser) int() (int64, bool) {
 	return v, err == nil
 }
 
-// values parses a flat object of numbers into w.fastVals.
-func (p *parser) values(w *wireEvent) bool {
-	if !p.byte('{') {
-		return false
+// parseFloat converts the JSON number at b[i] as strconv.ParseFloat does
+// and returns the index after it, or -1 when b[i] starts no valid number
+// or ParseFloat fails. It checks the grammar and gathers the digits in one
+// pass; the usual number (no exponent, at most 15 digits) is converted as
+// simpleFloat does, others by ParseFloat.
+func parseFloat(b []byte, i int) (float64, int) {
+	start := i
+	neg := i < len(b) && b[i] == '-'
+	if neg {
+		i++
+	}
+	var mant uint64
+	digits := 0
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+		digits = 1
+	case i < len(b) && b[i]-'1' < 9:
+		for ; i < len(b) && b[i]-'0' < 10; i++ {
+			mant = mant*10 + uint64(b[i]-'0')
+			digits++
+		}
+	default:
+		return 0, -1
+	}
+	frac := 0
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i >= len(b) || b[i]-'0' >= 10 {
+			return 0, -1
+		}
+		for ; i < len(b) && b[i]-'0' < 10; i++ {
+			mant = mant*10 + uint64(b[i]-'0')
+			frac++
+		}
+		digits += frac
+	}
+	if i < len(b) && b[i]|0x20 == 'e' {
+		if i = exponentEnd(b, i+1); i < 0 {
+			return 0, -1
+		}
+		return slowFloat(b, start, i)
+	}
+	if digits > 15 {
+		return slowFloat(b, start, i)
+	}
+	f := float64(mant) / pow10[frac]
+	if neg {
+		f = -f
+	}
+	return f, i
+}
+
+// exponentEnd returns the index after the exponent of a JSON number whose
+// 'e' precedes b[i], or -1 when it has no digit.
+func exponentEnd(b []byte, i int) int {
+	if i < len(b) && (b[i] == '+' || b[i] == '-') {
+		i++
+	}
+	if i >= len(b) || b[i]-'0' >= 10 {
+		return -1
+	}
+	for i < len(b) && b[i]-'0' < 10 {
+		i++
+	}
+	return i
+}
+
+// slowFloat converts the number b[start:end] with strconv.ParseFloat.
+func slowFloat(b []byte, start, end int) (float64, int) {
+	f, err := strconv.ParseFloat(unsafe.String(&b[start], end-start), 64)
+	if err != nil {
+		return 0, -1
+	}
+	return f, end
+}
+
+// parseInt converts the JSON number at b[i] as strconv.ParseInt (base 10,
+// 64 bits) does and returns the index after it, or -1 when b[i] starts no
+// valid number or ParseInt fails (a fraction or an exponent, or out of
+// range). Up to 18 digits cannot overflow and are converted here.
+func parseInt(b []byte, i int) (int64, int) {
+	start := i
+	neg := i < len(b) && b[i] == '-'
+	if neg {
+		i++
+	}
+	var v uint64
+	digits := 0
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+		digits = 1
+	case i < len(b) && b[i]-'1' < 9:
+		for ; i < len(b) && b[i]-'0' < 10; i++ {
+			v = v*10 + uint64(b[i]-'0')
+			digits++
+		}
+	default:
+		return 0, -1
+	}
+	if i < len(b) && (b[i] == '.' || b[i]|0x20 == 'e') {
+		return 0, -1 // valid JSON perhaps, but not for ParseInt
+	}
+	if digits > 18 {
+		n, err := strconv.ParseInt(unsafe.String(&b[start], i-start), 10, 64)
+		if err != nil {
+			return 0, -1
+		}
+		return n, i
+	}
+	if neg {
+		return -int64(v), i
+	}
+	return int64(v), i
+}
+
+// values reads the flat object of numbers at b[i] into w.fastVals and
+// returns the index after it, or -1.
+func (w *wireEvent) values(b []byte, i int) int {
+	if b[i] != '{' {
+		return -1
 	}
 	w.Values = nil
 	w.fastN = 0
 	w.fastHasValues = true
-	if p.peek() == '}' {
-		p.i++
-		return true
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1
 	}
 	for {
-		k, ok := p.str()
-		if !ok || !p.byte(':') {
-			return false
+		if i >= len(b) || b[i] != '"' {
+			return -1
 		}
-		f, ok := p.float()
-		if !ok {
-			return false
+		end := scanString(b, i+1)
+		if end < 0 {
+			return -1
 		}
-		w.addValue(k, f)
-		switch p.next() {
+		name := b[i+1 : end]
+		i = skipWS(b, end+1)
+		if i >= len(b) || b[i] != ':' {
+			return -1
+		}
+		var f float64
+		if f, i = parseFloat(b, skipWS(b, i+1)); i < 0 {
+			return -1
+		}
+		w.addValue(name, f)
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return -1
+		}
+		switch b[i] {
 		case ',':
+			i = skipWS(b, i+1)
 		case '}':
-			return true
+			return i + 1
 		default:
-			return false
+			return -1
 		}
 	}
 }

@@ -152,8 +152,7 @@ func ValidRollout(id string) bool {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+		if idByte[id[i]]&rolloutByte == 0 {
 			return false
 		}
 	}
@@ -167,10 +166,27 @@ func validName(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+		if idByte[s[i]]&nameByte == 0 {
 			return false
 		}
 	}
 	return true
 }
+
+// idByte classifies the bytes of rollout ids and value names: one table
+// lookup per byte instead of a chain of comparisons.
+var idByte = func() (t [256]uint8) {
+	for c := range 256 {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
+			t[c] = rolloutByte | nameByte
+		}
+	}
+	t['.'] = nameByte
+	return t
+}()
+
+// The classes of idByte.
+const (
+	rolloutByte = 1 << iota // [A-Za-z0-9_-]
+	nameByte                // [A-Za-z0-9_.-]
+)
