@@ -51,7 +51,7 @@ loopback TCP, as by verdict serve), each on fresh streams and buckets:
     the decision reaching a subscriber, under background telemetry;
   - memory per active rollout;
   - the router-side emitter's publish rate.
-The full run takes one to two minutes; --quick takes seconds.
+The full run takes about four minutes; --quick takes seconds.
 Telemetry is published before a consume measurement starts, so the figures
 are not bounded by publishing. Progress goes to stderr.
 
@@ -114,7 +114,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	memprofile := fs.String("memprofile", "", "write a heap profile with the most rollouts active to `FILE`")
 	rollouts := fs.String("rollouts", "", "comma-separated active rollout `counts` of the ingest measurements (default 1,100,10000)")
 	background := fs.Float64("background", 50000, "background telemetry during the latency measurement, `events/s`")
-	reps := fs.Int("reps", 3, "repeat each plain-consumer measurement and each ingest measurement `N` times and report the median")
+	reps := fs.Int("reps", 5, "repeat each plain-consumer measurement and each ingest measurement `N` times and report the median")
 	only := fs.String("only", "", "run only these comma-separated `measurements`: raw, ingest, batched, latency, live, emitter")
 	fs.Usage = func() { fmt.Fprint(stderr, benchUsage); fs.PrintDefaults() }
 	if err := fs.Parse(args); err != nil {
