@@ -41,7 +41,7 @@ BENCH_PORT ?= 14222
 BENCH_MSGS ?= 200000
 BENCH_SIZE ?= 196B
 NATS_BENCH  = bin/nats -s nats://127.0.0.1:$(BENCH_PORT)
-## bench: hot-path Go benchmarks (analyzer Observe and Check must be 0 allocs/op), `verdict bench --json` (about four minutes), and natscli's `nats bench js consume` on a plain nats-server with the engine's stream and consumer settings, for an outside reference. docs/PERFORMANCE.md explains the figures.
+## bench: hot-path Go benchmarks (analyzer Observe and Check must be 0 allocs/op), `verdict bench --json` (two to three minutes), and natscli's `nats bench js consume` on a plain nats-server with the engine's stream and consumer settings, for an outside reference. docs/PERFORMANCE.md explains the figures.
 bench: build bin/nats bin/nats-server
 	$(GO) test -run '^$$' -bench 'Observe|Decide|Check|Decode' -benchmem ./analyzer ./telemetry | \
 		awk '{print} /^Benchmark(Observe|Check)-/ {seen++; if ($$(NF-1) != 0) bad=1} \

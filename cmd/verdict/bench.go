@@ -51,7 +51,7 @@ loopback TCP, as by verdict serve), each on fresh streams and buckets:
     the decision reaching a subscriber, under background telemetry;
   - memory per active rollout;
   - the router-side emitter's publish rate.
-The full run takes about four minutes; --quick takes seconds.
+The full run takes two to three minutes; --quick takes seconds.
 Telemetry is published before a consume measurement starts, so the figures
 are not bounded by publishing. Progress goes to stderr.
 
