@@ -538,7 +538,7 @@ func (b *bencher) paired() bool {
 // count, and memory per rollout with the largest count. Repetition by
 // repetition: the plain consumer with ingest's pull (when paired), then
 // ingest at each rollout count, so each ratio's two sides are measured
-// minutes, not a quarter of an hour, apart.
+// seconds apart, and a change in the machine's speed moves both.
 func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 	largest := b.o.counts[len(b.o.counts)-1]
 	var raw []float64
