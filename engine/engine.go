@@ -113,8 +113,8 @@ var _ ingest.Sink = (*Engine)(nil)
 //
 // owner is guarded by mu. It is either nil (Deliver then looks in owners)
 // or the owner in owners under id: attach and detach keep route.owner and
-// owner.route pointing at each other, and an owner leaves owners only
-// through detach. A route deleted from known with its spec keeps its owner
+// owner.route pointing at each other, and owners changes only through
+// addOwner and dropOwner, which call them. A route deleted from known with its spec keeps its owner
 // until that owner leaves owners, as the owners map itself does.
 type route struct {
 	id    string
@@ -140,6 +140,25 @@ func detach(o *owner) {
 		o.route.owner = nil
 		o.route = nil
 	}
+}
+
+// addOwner puts o into owners under id and pairs it with id's route; an
+// owner enters owners only here. The caller holds mu.
+func (e *Engine) addOwner(id string, o *owner) {
+	e.owners[id] = o
+	e.knownMu.RLock()
+	r := e.known[id]
+	e.knownMu.RUnlock()
+	if r != nil {
+		attach(r, o)
+	}
+}
+
+// dropOwner takes o, the owner under id, out of owners and unpairs it from
+// its route; an owner leaves owners only here. The caller holds mu.
+func (e *Engine) dropOwner(id string, o *owner) {
+	delete(e.owners, id)
+	detach(o)
 }
 
 // New returns an engine; Run starts it.
@@ -603,13 +622,7 @@ func (e *Engine) reconcile(ctx context.Context) {
 			e.ended[id] = true
 			continue
 		}
-		e.owners[id] = o
-		e.knownMu.RLock()
-		r := e.known[id]
-		e.knownMu.RUnlock()
-		if r != nil {
-			attach(r, o)
-		}
+		e.addOwner(id, o)
 		octx, cancel := context.WithCancel(ctx)
 		o.cancel = cancel
 		go o.run(octx)
@@ -617,8 +630,7 @@ func (e *Engine) reconcile(ctx context.Context) {
 	for id, o := range e.owners {
 		if _, ok := e.specs[id]; !ok {
 			o.stop() // it drains in-flight deliveries before it exits
-			delete(e.owners, id)
-			detach(o)
+			e.dropOwner(id, o)
 		}
 	}
 }
@@ -627,8 +639,7 @@ func (e *Engine) reconcile(ctx context.Context) {
 func (e *Engine) ownerEnded(id string, o *owner) {
 	e.mu.Lock()
 	if e.owners[id] == o {
-		delete(e.owners, id)
-		detach(o)
+		e.dropOwner(id, o)
 		e.ended[id] = true
 	}
 	e.mu.Unlock()
@@ -641,8 +652,7 @@ func (e *Engine) stopAll() {
 	owners := make([]*owner, 0, len(e.owners))
 	for id, o := range e.owners {
 		owners = append(owners, o)
-		delete(e.owners, id)
-		detach(o)
+		e.dropOwner(id, o)
 	}
 	e.mu.Unlock()
 	for _, o := range owners {

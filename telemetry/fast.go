@@ -540,18 +540,8 @@ func parseFloat(b []byte, i int) (float64, int) {
 	if neg {
 		i++
 	}
-	var mant uint64
-	digits := 0
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-		digits = 1
-	case i < len(b) && b[i]-'1' < 9:
-		for ; i < len(b) && b[i]-'0' < 10; i++ {
-			mant = mant*10 + uint64(b[i]-'0')
-			digits++
-		}
-	default:
+	mant, digits, i := intPart(b, i)
+	if i < 0 {
 		return 0, -1
 	}
 	frac := 0
@@ -580,6 +570,24 @@ func parseFloat(b []byte, i int) (float64, int) {
 		f = -f
 	}
 	return f, i
+}
+
+// intPart reads the integer part of a JSON number at b[i] (after any
+// minus sign): a lone 0 or digits without a leading zero. It returns their
+// value (wrapping past 19 digits, which callers send to strconv), how many
+// there are, and the index after them, or -1 when b[i] is no digit.
+func intPart(b []byte, i int) (v uint64, digits, next int) {
+	switch {
+	case i < len(b) && b[i] == '0':
+		return 0, 1, i + 1
+	case i < len(b) && b[i]-'1' < 9:
+		for ; i < len(b) && b[i]-'0' < 10; i++ {
+			v = v*10 + uint64(b[i]-'0')
+			digits++
+		}
+		return v, digits, i
+	}
+	return 0, 0, -1
 }
 
 // exponentEnd returns the index after the exponent of a JSON number whose
@@ -616,18 +624,8 @@ func parseInt(b []byte, i int) (int64, int) {
 	if neg {
 		i++
 	}
-	var v uint64
-	digits := 0
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-		digits = 1
-	case i < len(b) && b[i]-'1' < 9:
-		for ; i < len(b) && b[i]-'0' < 10; i++ {
-			v = v*10 + uint64(b[i]-'0')
-			digits++
-		}
-	default:
+	v, digits, i := intPart(b, i)
+	if i < 0 {
 		return 0, -1
 	}
 	if i < len(b) && (b[i] == '.' || b[i]|0x20 == 'e') {
