@@ -71,7 +71,8 @@ type Options struct {
 	Live func() bool
 }
 
-// Engine runs one owner goroutine per active rollout. It implements
+// Engine runs an owner per active rollout, with a goroutine while the owner
+// has work in its inbox (see owner.wake). It implements
 // ingest.Sink: ingest hands it decoded telemetry, and each owner feeds its
 // rollout's Machine and applies the decisions through the Store.
 type Engine struct {
@@ -406,6 +407,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 				// not even ctx: the decisions must reach it.
 				select {
 				case o.inbox <- rest:
+					o.wake()
 					o.pendingSends.Add(-1)
 					continue
 				case <-o.stopped:
@@ -422,12 +424,15 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 			// inbox needs.
 			select {
 			case o.inbox <- d:
+				o.wake()
 				o.pendingSends.Add(-1)
 				continue
 			default:
 			}
+			// The inbox is full, so a goroutine is serving the owner.
 			select {
 			case o.inbox <- d:
+				o.wake()
 				o.pendingSends.Add(-1)
 				continue
 			case <-o.stopped: // the owner ended: nothing to count
@@ -625,7 +630,7 @@ func (e *Engine) reconcile(ctx context.Context) {
 		e.addOwner(id, o)
 		octx, cancel := context.WithCancel(ctx)
 		o.cancel = cancel
-		go o.run(octx)
+		o.start(octx)
 	}
 	for id, o := range e.owners {
 		if _, ok := e.specs[id]; !ok {
