@@ -118,11 +118,6 @@ type owner struct {
 	dgroup int32
 	route  *route // the known entry pointing at this owner, if any; guarded by e.mu
 
-	// mach is the rollout's Machine (m points to it): in the owner's own
-	// allocation, next to the fields a Deliver call touches, one pointer
-	// hop less per event.
-	mach Machine
-
 	// Cold fields last, so that the ones a Deliver call touches share
 	// three cache lines.
 	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
@@ -138,11 +133,10 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 		return nil, err
 	}
 	o := &owner{
-		e: e, id: spec.Rollout, mach: *m,
+		e: e, id: spec.Rollout, m: m,
 		inbox:   make(chan delivery, e.opts.QueueLen),
 		stopped: make(chan struct{}),
 	}
-	o.m = &o.mach
 	// Not idle before it has even restored. But due a checkpoint as soon
 	// as it changes: none was written by this process yet, and an engine
 	// that restarts again soon should not replay everything since the
