@@ -70,13 +70,8 @@ type owner struct {
 	id      string
 	m       *Machine
 	inbox   chan delivery
-	ctx     context.Context    // of the owner's Store calls, set by start
 	cancel  context.CancelFunc // ends ctx
 	stopped chan struct{}      // closed when the owner has ended
-
-	// sched guards running: a goroutine serves the owner (see wake).
-	sched   sync.Mutex
-	running bool
 
 	mu sync.Mutex
 	// Guarded by mu. restored: restore is done, so a delivery may be
@@ -120,6 +115,10 @@ type owner struct {
 
 	// Cold fields last, so that the ones a Deliver call touches share
 	// three cache lines.
+	ctx context.Context // of the owner's Store calls, set by start
+	// sched guards running: a goroutine serves the owner (see wake).
+	sched    sync.Mutex
+	running  bool
 	nextSpec atomic.Pointer[Spec] // latest desired state (wantSpec); newest wins
 	// The spec last passed to setSpec, guarded by e.mu: an unchanged spec
 	// does not wake the owner.
