@@ -239,9 +239,15 @@ func (o *owner) serve() {
 	o.mu.Lock()
 	ended := false
 	if !o.restored {
-		if err := o.restore(ctx); err != nil {
+		if !o.restoreRetrying(ctx) {
+			// Stopped before the rollout could be restored: nothing was
+			// applied and nothing is checkpointed, so the next start
+			// replays what was delivered. Deliver calls must not wait.
+			o.closed = true
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			o.drain(dctx, func(d delivery) { d.b.ownerDone() })
+			cancel()
 			o.mu.Unlock()
-			o.e.opts.Log.Error("cannot restore rollout", "rollout", o.id, "err", err)
 			close(o.stopped) // running stays true: nothing serves o again
 			return
 		}
@@ -312,6 +318,33 @@ func (o *owner) tryInline(d delivery, now int64) (rest delivery, handled bool) {
 	o.pendingDs = ds
 	o.queued.Add(1) // under mu: nothing is applied inline before the owner publishes ds
 	return rest, true
+}
+
+// restoreRetrying restores the rollout, retrying with backoff (a KV
+// read that failed, say while the server restarts) until it succeeds or
+// ctx ends; it reports whether it succeeded. Meanwhile the rollout's
+// deliveries wait in the inbox, and a Deliver call with more for it waits
+// too: telemetry is held back, never applied out of order or dropped. The
+// caller holds mu.
+func (o *owner) restoreRetrying(ctx context.Context) bool {
+	backoff := 100 * time.Millisecond
+	for {
+		err := o.restore(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			o.e.opts.Log.Warn("rollout stopped before it was restored", "rollout", o.id, "err", err)
+			return false
+		}
+		o.e.opts.Log.Warn("cannot restore rollout, retrying", "rollout", o.id, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // restore brings the machine to where the rollout was: from its

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -87,5 +88,88 @@ func TestEngineWakeHandoff(t *testing.T) {
 	o.mu.Unlock()
 	if b+c != n {
 		t.Errorf("requests applied: %d baseline + %d canary, want %d", b, c, n)
+	}
+}
+
+// failingLoads fails the first n LoadState calls of one rollout, as a KV
+// read does while the server restarts.
+type failingLoads struct {
+	*memStore
+	rollout string
+	mu      sync.Mutex
+	n       int
+}
+
+func (s *failingLoads) LoadState(ctx context.Context, id string) ([]byte, bool, error) {
+	if id == s.rollout {
+		s.mu.Lock()
+		fail := s.n > 0
+		s.n--
+		s.mu.Unlock()
+		if fail {
+			return nil, false, errors.New("nats: timeout")
+		}
+	}
+	return s.memStore.LoadState(ctx, id)
+}
+
+// TestEngineRestoreRetries: an owner whose checkpoint cannot be read yet
+// retries, and the telemetry delivered for it meanwhile waits and is
+// applied once it is restored, while other rollouts go on; before,
+// the owner gave up and every Deliver with its telemetry hung.
+func TestEngineRestoreRetries(t *testing.T) {
+	st := &failingLoads{memStore: newMemStore(), rollout: "a", n: 3}
+	pol := mustPolicy(t, "hold", "")
+	e, stop := startEngine(t, st, pol)
+	defer stop()
+	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	e.SetSpec(Spec{Rollout: "b", Policy: "test"}, false)
+	waitFor(t, "b started", func() bool { return len(st.actions("b")) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var in []ingest.Message
+	for seq := uint64(1); seq <= 20; seq++ {
+		in = append(in, msg(seq, []string{"a", "b"}[seq&1], analyzer.Variant(seq>>1&1), t0, false))
+	}
+	if err := e.Deliver(ctx, in); err != nil {
+		t.Fatalf("Deliver: %v", err)
+	}
+	for _, id := range []string{"a", "b"} {
+		e.mu.Lock()
+		o := e.owners[id]
+		e.mu.Unlock()
+		o.mu.Lock()
+		b, c := o.m.an.Requests()
+		o.mu.Unlock()
+		if b+c != 10 {
+			t.Errorf("%s: %d requests applied, want 10", id, b+c)
+		}
+	}
+	if got := st.actions("a"); len(got) != 1 {
+		t.Errorf("decisions of a: %v, want the start", got)
+	}
+}
+
+// TestEngineStopWhileRestoring: an engine stopped while an owner still
+// retries its restore returns, and so does a Deliver waiting for it.
+func TestEngineStopWhileRestoring(t *testing.T) {
+	st := &failingLoads{memStore: newMemStore(), rollout: "a", n: 1 << 30}
+	pol := mustPolicy(t, "hold", "")
+	e, stop := startEngine(t, st, pol)
+	e.SetSpec(Spec{Rollout: "a", Policy: "test"}, false)
+	waitOwners(t, e, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.Deliver(context.Background(), []ingest.Message{msg(1, "a", analyzer.Baseline, t0, false)})
+	}()
+	time.Sleep(50 * time.Millisecond)
+	stop() // cancels Run's context; Run returns once every owner has ended
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Deliver: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Deliver still waiting after the engine stopped")
 	}
 }
