@@ -184,8 +184,7 @@ func (o *owner) stop() {
 // applies its inbox. The caller holds e.mu; o is in owners.
 func (o *owner) start(ctx context.Context) {
 	o.ctx = ctx
-	o.running = true
-	go o.serve()
+	o.wake()
 }
 
 // wake makes sure a goroutine serves the owner after a send to its
