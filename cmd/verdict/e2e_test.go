@@ -271,10 +271,16 @@ func (r *simRouter) waitCounted() {
 	ctx := context.Background()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
+		// The ack floor at the stream's last message as well: the
+		// server's pending count alone can lag (nats-server#6297), and
+		// once let TestE2EBadInput look before anything was handled.
 		c, err := r.e.js.Consumer(ctx, "VERDICT_EVENTS", "verdict-engine")
-		if err == nil {
+		s, serr := r.e.js.Stream(ctx, "VERDICT_EVENTS")
+		if err == nil && serr == nil {
 			info, err := c.Info(ctx)
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			sinfo, serr := s.Info(ctx)
+			if err == nil && serr == nil && info.NumPending == 0 && info.NumAckPending == 0 &&
+				info.AckFloor.Stream >= sinfo.State.LastSeq {
 				return
 			}
 		}
