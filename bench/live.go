@@ -1,13 +1,14 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -156,29 +157,109 @@ func Tip(ctx context.Context, js jetstream.JetStream, prefix string, tips []stri
 	return lat, 0, nil
 }
 
+// backgroundMaxPending bounds Background's unacknowledged publishes, as
+// jetstream.WithPublishAsyncMaxPending did when it used PublishAsync.
+const backgroundMaxPending = 4096
+
 // Background publishes single events on <prefix>.<rollout>, round robin
 // over ids, at rate events per second until stop is closed, and returns
-// the rate it achieved: lower when the server stalls the publisher.
-func Background(js jetstream.JetStream, prefix string, ids []string, rate float64, stop <-chan struct{}) float64 {
+// how many it published and the rate it achieved: lower when the server
+// stalls the publisher.
+//
+// It stands in for routers, which run on machines of their own, so it
+// costs this process (which shares its cores with the server and the
+// engine under test) as little as it can: every publish carries a reply
+// subject, so the stream stores and acknowledges it as it does a router's,
+// but the acknowledgements arrive on one subscription that only counts
+// them, where jetstream.PublishAsync keeps a future per message and
+// decodes every acknowledgement. At most backgroundMaxPending publishes
+// are unacknowledged at a time. It fails when the stream refuses a
+// publish, or when any is still unacknowledged 10s after stop: then the
+// load was not what the rate says.
+func Background(nc *nats.Conn, prefix string, ids []string, rate float64, stop <-chan struct{}) (BackgroundLoad, error) {
+	subjects := make([]string, len(ids))
+	for i, id := range ids {
+		subjects[i] = prefix + "." + id
+	}
+	inbox := nc.NewInbox()
+	var acked, refused atomic.Int64
+	var firstRefusal atomic.Value
+	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
+		if reason, ok := pubAckRefused(m); ok {
+			firstRefusal.CompareAndSwap(nil, reason)
+			refused.Add(1)
+		}
+		acked.Add(1)
+	})
+	if err != nil {
+		return BackgroundLoad{}, fmt.Errorf("background: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return BackgroundLoad{}, fmt.Errorf("background: %w", err)
+	}
 	start := time.Now()
-	sent := 0
+	var sent int64
 	var buf []byte
+	var el time.Duration
+publish:
 	for {
 		select {
 		case <-stop:
-			return float64(sent) / time.Since(start).Seconds()
+			el = time.Since(start)
+			break publish
 		default:
 		}
-		want := int(rate * time.Since(start).Seconds())
-		for ; sent < want; sent++ {
-			id := ids[sent%len(ids)]
-			buf = SingleEvent(buf[:0], id, sent/len(ids), time.Now())
-			if _, err := js.PublishAsync(prefix+"."+id, slices.Clone(buf)); err != nil {
-				break // stalled: the server does not keep up; the achieved rate says so
+		want := int64(rate * time.Since(start).Seconds())
+		for ; sent < want && sent-acked.Load() < backgroundMaxPending; sent++ {
+			i := int(sent % int64(len(ids)))
+			buf = SingleEvent(buf[:0], ids[i], int(sent/int64(len(ids))), time.Now())
+			if err := nc.PublishRequest(subjects[i], inbox, buf); err != nil { // copies buf
+				return BackgroundLoad{}, fmt.Errorf("background: publish: %w", err)
 			}
 		}
 		time.Sleep(time.Millisecond)
 	}
+	for wait := time.Now(); acked.Load() < sent; time.Sleep(time.Millisecond) {
+		if time.Since(wait) > 10*time.Second {
+			return BackgroundLoad{}, fmt.Errorf("background: %d of %d publishes unacknowledged 10s after the end", sent-acked.Load(), sent)
+		}
+	}
+	if n := refused.Load(); n > 0 {
+		return BackgroundLoad{}, fmt.Errorf("background: the stream refused %d of %d publishes, first: %v", n, sent, firstRefusal.Load())
+	}
+	return BackgroundLoad{Published: sent, PerSec: float64(sent) / el.Seconds()}, nil
+}
+
+// BackgroundLoad is what Background published, every message acknowledged.
+type BackgroundLoad struct {
+	Published int64
+	PerSec    float64
+}
+
+// pubAckRefused reports whether m, the reply to a JetStream publish, is
+// not an acknowledgement (a status such as 503 no responders, or an
+// error), and why.
+func pubAckRefused(m *nats.Msg) (string, bool) {
+	if st := m.Header.Get("Status"); st != "" {
+		return "status " + st + " " + m.Header.Get("Description"), true
+	}
+	var ack struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if !bytes.Contains(m.Data, []byte(`"error"`)) {
+		return "", false // the common case, without decoding
+	}
+	if err := json.Unmarshal(m.Data, &ack); err != nil {
+		return "undecodable reply " + strconv.Quote(string(m.Data)), true
+	}
+	if ack.Error == nil {
+		return "", false // "error" was in a name
+	}
+	return fmt.Sprintf("%d %s", ack.Error.Code, ack.Error.Description), true
 }
 
 // Emit measures a router.Emitter on its own connection to url: n single

@@ -679,9 +679,10 @@ func (b *bencher) live(ctx context.Context, res *bench.Result) error {
 	}
 	defer drop()
 	stop := make(chan struct{})
-	bgDone := make(chan float64)
+	bgDone := make(chan backgroundDone, 1)
 	go func() {
-		bgDone <- bench.Background(b.pubJS, ic.SubjectPrefix, bench.RolloutIDs("bg", 100), b.o.background, stop)
+		load, err := bench.Background(b.pub, ic.SubjectPrefix, bench.RolloutIDs("bg", 100), b.o.background, stop)
+		bgDone <- backgroundDone{load.PerSec, err}
 	}()
 	if b.o.cpuprofile != "" {
 		stopProfile, err := cpuProfile(b.o.cpuprofile + ".live")
@@ -694,16 +695,26 @@ func (b *bencher) live(ctx context.Context, res *bench.Result) error {
 	time.AfterFunc(b.o.liveFor, func() { close(stop) })
 	got, backlog, err := bench.RawLive(ctx, js, ic, stop)
 	el := time.Since(start)
-	bg := <-bgDone
+	bgRes := <-bgDone
 	if err != nil {
 		return err
 	}
+	if bgRes.err != nil {
+		return bgRes.err
+	}
+	bg := bgRes.rate
 	res.RawLivePerSec = bench.Rounded(float64(got) / el.Seconds())
 	res.RawLiveBacklog = backlog
 	res.RawLivePublishPerSec = bench.Rounded(bg)
 	b.logf("  raw consumer under %.0f events/s published: %.0f msgs/s consumed, backlog %d (load %v)",
 		bg, res.RawLivePerSec, backlog, bench.LoadAvg())
 	return nil
+}
+
+// backgroundDone is what bench.Background returned.
+type backgroundDone struct {
+	rate float64
+	err  error
 }
 
 // emitter measures the router-side Emitter on a fresh stream.
@@ -766,15 +777,22 @@ func (b *bencher) latency(ctx context.Context, res *bench.Result) error {
 		return err
 	}
 	stop := make(chan struct{})
-	bgDone := make(chan float64)
-	go func() { bgDone <- bench.Background(b.pubJS, r.ic.SubjectPrefix, bg, b.o.background, stop) }()
+	bgDone := make(chan backgroundDone, 1)
+	go func() {
+		load, err := bench.Background(b.pub, r.ic.SubjectPrefix, bg, b.o.background, stop)
+		bgDone <- backgroundDone{load.PerSec, err}
+	}()
 	time.Sleep(time.Second) // steady state
 	lat, missed, err := bench.Tip(ctx, tipJS, r.ic.SubjectPrefix, tips, tipMsgs, r.decisions)
 	close(stop)
-	bgRate := <-bgDone
+	bgRes := <-bgDone
 	if err != nil {
 		return err
 	}
+	if bgRes.err != nil {
+		return bgRes.err
+	}
+	bgRate := bgRes.rate
 	if st := in.Stats(); st.Batches > primed.Batches {
 		res.BackgroundMsgsPerBatch = bench.Rounded(float64(st.Accepted-primed.Accepted) / float64(st.Batches-primed.Batches))
 	}
