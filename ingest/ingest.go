@@ -570,8 +570,12 @@ func (in *Ingester) check(m *nats.Msg, pos position) (telemetry.Record, any, *te
 // subjectRollout returns the rollout token of <prefix>.<rollout>, or "" when
 // the subject has another shape.
 func subjectRollout(subject, prefix string) string {
-	rest, ok := strings.CutPrefix(subject, prefix+".")
-	if !ok || strings.Contains(rest, ".") {
+	// Not CutPrefix(subject, prefix+"."): that concatenates per event.
+	if len(subject) <= len(prefix) || subject[len(prefix)] != '.' || subject[:len(prefix)] != prefix {
+		return ""
+	}
+	rest := subject[len(prefix)+1:]
+	if strings.Contains(rest, ".") {
 		return ""
 	}
 	return rest

@@ -760,3 +760,23 @@ func TestLive(t *testing.T) {
 	}
 	eventually(t, "not Live after Run returned", func() bool { return !in.Live() })
 }
+
+func TestSubjectRollout(t *testing.T) {
+	const prefix = "verdict.events"
+	for subject, want := range map[string]string{
+		"verdict.events.checkout-42":    "checkout-42",
+		"verdict.events.a":              "a",
+		"verdict.events":                "",
+		"verdict.events.":               "",
+		"verdict.eventsX.a":             "",
+		"verdict.events.a.b":            "",
+		"verdict.event.a":               "",
+		"other.events.checkout-42":      "",
+		"":                              "",
+		"verdict.events.verdict.events": "",
+	} {
+		if got := subjectRollout(subject, prefix); got != want {
+			t.Errorf("subjectRollout(%q, %q) = %q, want %q", subject, prefix, got, want)
+		}
+	}
+}
