@@ -10,8 +10,13 @@ NATSCLI_VERSION     := v0.5.0
 
 all: build
 
+# The commit `verdict bench` reports as its revision, "-dirty" with changes
+# to tracked files: this machine's go env sets GOFLAGS=-buildvcs=false, so
+# the binary carries no VCS stamp of its own. Empty without git.
+REVISION := $(shell r=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null && echo $$r || echo $$r-dirty; })
+
 build:
-	$(GO) build -o $(BIN) ./cmd/verdict
+	$(GO) build -ldflags '-X github.com/verdict-dev/verdict/bench.stampedRevision=$(REVISION)' -o $(BIN) ./cmd/verdict
 
 ## demo: run the end-to-end demo on an embedded JetStream server.
 demo: build

@@ -116,13 +116,18 @@ type Machine struct {
 	Description string    `json:"-"`
 }
 
+// stampedRevision is the revision `make build` passes with -ldflags -X,
+// for binaries built without VCS stamping (-buildvcs=false).
+var stampedRevision string
+
 // Revision returns the VCS revision the running binary was built from,
-// with "-dirty" when the tree had changes, or "" when unknown (go test,
-// -buildvcs=false).
+// with "-dirty" when the tree had changes: Go's own VCS stamp, or else
+// the one make passed (stampedRevision), or "" when unknown (go test, a
+// plain go build with -buildvcs=false).
 func Revision() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return ""
+		return stampedRevision
 	}
 	var rev, dirty string
 	for _, s := range bi.Settings {
@@ -136,7 +141,7 @@ func Revision() string {
 		}
 	}
 	if rev == "" {
-		return ""
+		return stampedRevision
 	}
 	return rev[:min(12, len(rev))] + dirty
 }
