@@ -58,6 +58,15 @@ type Result struct {
 	// ingest at every rollout count, back to back, so that a change in
 	// the machine's speed over the run moves both sides of a ratio.
 	RatioRuns map[string][]float64 `json:"ratioRuns,omitempty"`
+	// RawCPUPerEventUs and IngestCPUPerEventUs are the process's CPU time
+	// (user and system, the embedded server's included) per event during
+	// the runs of RawConsumePerSec and of IngestPerSec, medians over the
+	// repetitions, in µs. They move less with the machine's speed than
+	// the rates do, and tell a run that cost more CPU per event from one
+	// that left the cores idle: a rate times its CPU per event is the
+	// cores it kept busy (at most 2 here).
+	RawCPUPerEventUs    float64            `json:"rawCPUPerEventUs"`
+	IngestCPUPerEventUs map[string]float64 `json:"ingestCPUPerEventUs"`
 	// RatioExplicitAck is IngestPerSec over RawConsumeExplicitAckPerSec:
 	// the engine (AckAll) against a plain consumer acking every message.
 	RatioExplicitAck map[string]float64 `json:"ratioExplicitAck"`
@@ -313,7 +322,13 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 		r.MessageBytes, r.Events, warm, r.Reps, r.Seconds)
 	row := func(name, value, target string) { fmt.Fprintf(w, "  %-40s %16s   %s\n", name, value, target) }
 	rate := func(x float64) string { return fmtInt(x) + "/s" }
-	row("raw consume, ingest's pull, AckAll", rate(r.RawConsumePerSec), "(reference: the ratio's denominator)")
+	cpu := func(us, perSec float64) string {
+		if us == 0 {
+			return ""
+		}
+		return fmt.Sprintf("; %.2f µs CPU/event, %.2f cores", us, us*perSec/1e6)
+	}
+	row("raw consume, ingest's pull, AckAll", rate(r.RawConsumePerSec), "(reference: the ratio's denominator)"+cpu(r.RawCPUPerEventUs, r.RawConsumePerSec))
 	row("raw consume, Fetch, AckAll per batch", rate(r.RawConsumeFetchPerSec), "")
 	row("raw consume, Fetch, explicit acks", rate(r.RawConsumeExplicitAckPerSec), "")
 	row("raw consume, Fetch, AckAll + decode", rate(r.RawConsumeDecodePerSec), "(what decoding costs)")
@@ -329,7 +344,8 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 			runs = "; runs " + strings.Join(s, " ")
 		}
 		row(fmt.Sprintf("ingest, %d rollouts", n), rate(r.IngestPerSec[k]),
-			fmt.Sprintf("ratio %.2f (target >= 0.80)%s; %.2f of explicit acks", r.Ratio[k], runs, r.RatioExplicitAck[k]))
+			fmt.Sprintf("ratio %.2f (target >= 0.80)%s; %.2f of explicit acks%s", r.Ratio[k], runs, r.RatioExplicitAck[k],
+				cpu(r.IngestCPUPerEventUs[k], r.IngestPerSec[k])))
 	}
 	row(fmt.Sprintf("batched, %d obs/message", r.ObsPerBatch), rate(r.BatchedObsPerSec)+" obs", "target >= 10,000,000 obs/s")
 	row("decision latency p50", fmt.Sprintf("%.1f ms", r.DecisionLatencyP50Ms),

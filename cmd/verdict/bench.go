@@ -207,7 +207,7 @@ type bencher struct {
 func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	start := time.Now()
 	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events, Reps: o.reps, Warmup: o.warmup,
-		IngestPerSec: map[string]float64{}, Ratio: map[string]float64{}, RatioRuns: map[string][]float64{},
+		IngestPerSec: map[string]float64{}, IngestCPUPerEventUs: map[string]float64{}, Ratio: map[string]float64{}, RatioRuns: map[string][]float64{},
 		RatioExplicitAck: map[string]float64{}, IngestIgnored: map[string]int64{},
 		IngestMsgsPerBatch: map[string]float64{}}
 	res.MessageBytes = len(bench.SingleEvent(nil, "bench-00001", 0, time.Now()))
@@ -334,44 +334,56 @@ func (b *bencher) raw(ctx context.Context, res *bench.Result) error {
 		if v.out == &res.RawConsumePerSec && b.paired() {
 			continue // measured by ingest, each run next to ingest's
 		}
-		var rates []float64
+		var rates, cpus []float64
 		for rep := range b.o.reps {
 			profile := ""
 			if rep == 0 && v.out == &res.RawConsumePerSec && b.o.cpuprofile != "" {
 				profile = b.o.cpuprofile + ".raw"
 			}
-			rate, err := b.rawOnce(ctx, v.run, profile)
+			rate, cpu, err := b.rawOnce(ctx, v.run, profile)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
-			rates = append(rates, rate)
-			b.logf("  raw consume, %s: %.0f msgs/s (load %v)", v.name, rate, bench.LoadAvg())
+			rates, cpus = append(rates, rate), append(cpus, cpu)
+			b.logf("  raw consume, %s: %.0f msgs/s, %.2f µs CPU/event (load %v)", v.name, rate, cpu, bench.LoadAvg())
 		}
 		*v.out = bench.Rounded(bench.Percentile(rates, 0.5))
+		if v.out == &res.RawConsumePerSec {
+			res.RawCPUPerEventUs = bench.Rounded(bench.Percentile(cpus, 0.5))
+		}
 	}
 	return nil
 }
 
 // rawOnce runs one plain consumer on a fresh stream created with the
 // engine's stream settings and holding the bench's single events, with a
-// CPU profile of the consumer's run into profile unless it is "".
-func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error), profile string) (float64, error) {
+// CPU profile of the consumer's run into profile unless it is "". It
+// returns the rate and the process's CPU time per event during the run,
+// in µs.
+func (b *bencher) rawOnce(ctx context.Context, run func(context.Context, jetstream.JetStream, ingest.Config, int) (float64, error), profile string) (rate, cpuPerEvent float64, err error) {
 	js, ic, drop, err := b.freshStream(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer drop()
 	if err := b.publishSingles(ctx, ic, bench.RolloutIDs("bench", 1), b.o.events); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if profile != "" {
 		stopProfile, err := cpuProfile(profile)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer stopProfile()
 	}
-	return run(ctx, js, ic, b.o.events)
+	c0 := bench.ProcessCPU()
+	rate, err = run(ctx, js, ic, b.o.events)
+	return rate, usPerEvent(bench.ProcessCPU()-c0, b.o.events), err
+}
+
+// usPerEvent is d spread over n events, in µs.
+func usPerEvent(d time.Duration, n int) float64 {
+	return float64(d) / float64(time.Microsecond) / float64(n)
 }
 
 // freshStream sets up a telemetry stream of its own, with the engine's
@@ -485,21 +497,22 @@ func (r *engineRun) resume() *ingest.Ingester {
 }
 
 // consume starts a fresh ingester on the engine and returns the messages
-// per second until it has accepted (delivered and acknowledged) n of them.
-func (r *engineRun) consume(ctx context.Context, n int, profile string) (float64, error) {
+// per second until it has accepted (delivered and acknowledged) n of them,
+// and the process's CPU time per message meanwhile, in µs.
+func (r *engineRun) consume(ctx context.Context, n int, profile string) (rate, cpuPerEvent float64, err error) {
 	if profile != "" {
 		stopProfile, err := cpuProfile(profile)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer stopProfile()
 	}
-	start := time.Now()
+	start, c0 := time.Now(), bench.ProcessCPU()
 	in := r.resume()
 	if err := bench.WaitHandled(ctx, in, n); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return float64(n) / time.Since(start).Seconds(), usPerEvent(bench.ProcessCPU()-c0, n), nil
 }
 
 // cpuProfile starts a CPU profile into the file name; call the function
@@ -541,8 +554,8 @@ func (b *bencher) paired() bool {
 // seconds apart, and a change in the machine's speed moves both.
 func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 	largest := b.o.counts[len(b.o.counts)-1]
-	var raw []float64
-	rates := map[int][]float64{}
+	var raw, rawCPU []float64
+	rates, cpus := map[int][]float64{}, map[int][]float64{}
 	for rep := range b.o.reps { // the memory figure is taken on the largest count's last
 		rawRate := 0.0
 		if b.paired() {
@@ -551,18 +564,19 @@ func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 				profile = b.o.cpuprofile + ".raw"
 			}
 			var err error
-			if rawRate, err = b.rawOnce(ctx, bench.RawPull, profile); err != nil {
+			var cpu float64
+			if rawRate, cpu, err = b.rawOnce(ctx, bench.RawPull, profile); err != nil {
 				return fmt.Errorf("ingest's pull, AckAll: %w", err)
 			}
-			raw = append(raw, rawRate)
-			b.logf("  raw consume, ingest's pull, AckAll: %.0f msgs/s (load %v)", rawRate, bench.LoadAvg())
+			raw, rawCPU = append(raw, rawRate), append(rawCPU, cpu)
+			b.logf("  raw consume, ingest's pull, AckAll: %.0f msgs/s, %.2f µs CPU/event (load %v)", rawRate, cpu, bench.LoadAvg())
 		}
 		for _, n := range b.o.counts {
-			rate, err := b.ingestOnce(ctx, res, n, n == largest && rep == b.o.reps-1)
+			rate, cpu, err := b.ingestOnce(ctx, res, n, n == largest && rep == b.o.reps-1)
 			if err != nil {
 				return err
 			}
-			rates[n] = append(rates[n], rate)
+			rates[n], cpus[n] = append(rates[n], rate), append(cpus[n], cpu)
 			if rawRate > 0 {
 				k := strconv.Itoa(n)
 				res.RatioRuns[k] = append(res.RatioRuns[k], bench.Rounded(rate/rawRate))
@@ -571,53 +585,55 @@ func (b *bencher) ingest(ctx context.Context, res *bench.Result) error {
 	}
 	if len(raw) > 0 {
 		res.RawConsumePerSec = bench.Rounded(bench.Percentile(raw, 0.5))
+		res.RawCPUPerEventUs = bench.Rounded(bench.Percentile(rawCPU, 0.5))
 	}
 	for n, r := range rates {
 		res.IngestPerSec[strconv.Itoa(n)] = bench.Rounded(bench.Percentile(r, 0.5))
+		res.IngestCPUPerEventUs[strconv.Itoa(n)] = bench.Rounded(bench.Percentile(cpus[n], 0.5))
 	}
 	return nil
 }
 
 // ingestOnce measures n rollouts once on a fresh engine; with memory set
 // it also takes the memory figures.
-func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memory bool) (float64, error) {
+func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memory bool) (rate, cpuPerEvent float64, err error) {
 	before, _ := bench.Heap()
 	ids := bench.RolloutIDs("bench", n)
 	r, err := b.startEngine(ctx, ids)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer r.stop(ctx, b)
 	if w := b.o.warmup * n; w > 0 {
 		if err := b.publishSingles(ctx, r.ic, ids, w); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
-		if _, err := r.consume(ctx, w, ""); err != nil {
-			return 0, err
+		if _, _, err := r.consume(ctx, w, ""); err != nil {
+			return 0, 0, err
 		}
 		r.pause()
 	}
 	ignored := r.st.eng.Ignored()
 	if err := b.publishSingles(ctx, r.ic, ids, b.o.events); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	profile := ""
 	if b.o.cpuprofile != "" {
 		profile = b.o.cpuprofile + "." + strconv.Itoa(n)
 	}
-	rate, err := r.consume(ctx, b.o.events, profile)
+	rate, cpuPerEvent, err = r.consume(ctx, b.o.events, profile)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	k := strconv.Itoa(n)
 	res.IngestIgnored[k] += r.st.eng.Ignored() - ignored
 	if st := r.st.in.Stats(); st.Batches > 0 {
 		res.IngestMsgsPerBatch[k] = bench.Rounded(float64(st.Accepted) / float64(st.Batches))
 	}
-	b.logf("  %d rollouts: started in %v, %.0f events/s, %.0f msgs/batch (load %v)",
-		n, r.started.Round(time.Millisecond), rate, res.IngestMsgsPerBatch[k], bench.LoadAvg())
+	b.logf("  %d rollouts: started in %v, %.0f events/s, %.2f µs CPU/event, %.0f msgs/batch (load %v)",
+		n, r.started.Round(time.Millisecond), rate, cpuPerEvent, res.IngestMsgsPerBatch[k], bench.LoadAvg())
 	if !memory {
-		return rate, nil
+		return rate, cpuPerEvent, nil
 	}
 	// Every rollout is active and has data. The telemetry stream goes
 	// first, so its cached blocks are not counted.
@@ -626,7 +642,7 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 	after, sys := bench.Heap()
 	if b.o.memprofile != "" {
 		if err := bench.WriteHeapProfile(b.o.memprofile); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	res.ProcessRSSBytes = bench.RSS()
@@ -634,7 +650,7 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 	res.BytesPerRollout = bench.Rounded(float64(int64(after)-int64(before)) / float64(n))
 	res.ProcessSysBytes = sys
 	res.RolloutStartSec = bench.Rounded(r.started.Seconds())
-	return rate, nil
+	return rate, cpuPerEvent, nil
 }
 
 // batched measures observations per second through the batch form: one
@@ -658,7 +674,7 @@ func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
 	if err != nil {
 		return err
 	}
-	rate, err := r.consume(ctx, b.o.batches, "")
+	rate, _, err := r.consume(ctx, b.o.batches, "")
 	if err != nil {
 		return err
 	}

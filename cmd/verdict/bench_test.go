@@ -30,13 +30,13 @@ func TestBenchQuick(t *testing.T) {
 	}
 	for _, k := range []string{
 		"rawConsumePerSec", "rawConsumeExplicitAckPerSec", "batchedObsPerSec",
-		"decisionLatencyP50Ms", "decisionLatencyP99Ms", "bytesPerRollout", "publishPerSec",
+		"decisionLatencyP50Ms", "decisionLatencyP99Ms", "bytesPerRollout", "publishPerSec", "rawCPUPerEventUs",
 	} {
 		if v, ok := got[k].(float64); !ok || !(v > 0) {
 			t.Errorf("bench --json: %s = %v, want a positive number", k, got[k])
 		}
 	}
-	for _, k := range []string{"ingestPerSec", "ratio", "ratioExplicitAck"} {
+	for _, k := range []string{"ingestPerSec", "ratio", "ratioExplicitAck", "ingestCPUPerEventUs"} {
 		m, ok := got[k].(map[string]any)
 		if !ok {
 			t.Errorf("bench --json: %s = %v, want an object", k, got[k])
