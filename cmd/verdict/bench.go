@@ -45,10 +45,13 @@ loopback TCP, as by verdict serve), each on fresh streams and buckets:
     (consume, decode, validate, analyse, acknowledge) with several numbers
     of active rollouts, and its ratio to the plain consumer (each run of
     that consumer is followed by ingest's runs, so the two sides of a
-    ratio are measured back to back);
+    ratio are measured back to back), with the process's CPU time per
+    event in each;
   - observations per second through the batch form;
   - decision latency: from publishing the event that tips a rollback to
-    the decision reaching a subscriber, under background telemetry;
+    the decision reaching a subscriber, under background telemetry that
+    stands in for routers (each event acknowledged by the stream, the
+    acknowledgements only counted, so the publisher costs little CPU);
   - memory per active rollout;
   - the router-side emitter's publish rate.
 The full run takes two to three minutes; --quick takes seconds.
