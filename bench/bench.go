@@ -82,9 +82,15 @@ type Result struct {
 	BatchedMsgsPerSec float64 `json:"batchedMsgsPerSec"`
 	ObsPerBatch       int     `json:"obsPerBatch"`
 
-	DecisionLatencyP50Ms   float64 `json:"decisionLatencyP50Ms"`
-	DecisionLatencyP99Ms   float64 `json:"decisionLatencyP99Ms"`
-	DecisionLatencyMaxMs   float64 `json:"decisionLatencyMaxMs"`
+	DecisionLatencyP50Ms float64 `json:"decisionLatencyP50Ms"`
+	DecisionLatencyP99Ms float64 `json:"decisionLatencyP99Ms"`
+	DecisionLatencyMaxMs float64 `json:"decisionLatencyMaxMs"`
+	// TipStoredP50Ms and TipStoredP99Ms are the part of the decision
+	// latency before Verdict can see the event: from publishing a tipping
+	// event to the stream's timestamp of it (the server's clock, which is
+	// this process's).
+	TipStoredP50Ms         float64 `json:"tipStoredP50Ms"`
+	TipStoredP99Ms         float64 `json:"tipStoredP99Ms"`
 	DecisionSamples        int     `json:"decisionSamples"`
 	DecisionsMissed        int     `json:"decisionsMissed"`        // counted in the percentiles with the time waited
 	BackgroundMsgsPerBatch float64 `json:"backgroundMsgsPerBatch"` // ingest's mean batch during the latency run
@@ -351,7 +357,8 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 	row("decision latency p50", fmt.Sprintf("%.1f ms", r.DecisionLatencyP50Ms),
 		fmt.Sprintf("%d samples (%d missed), background %s/s, backlog %s",
 			r.DecisionSamples, r.DecisionsMissed, fmtInt(r.BackgroundPerSec), fmtInt(float64(r.BackgroundBacklog))))
-	row("decision latency p99", fmt.Sprintf("%.1f ms", r.DecisionLatencyP99Ms), "target <= 50 ms")
+	row("decision latency p99", fmt.Sprintf("%.1f ms", r.DecisionLatencyP99Ms),
+		fmt.Sprintf("target <= 50 ms; until the stream stored the event: p50 %.1f ms, p99 %.1f ms", r.TipStoredP50Ms, r.TipStoredP99Ms))
 	row("raw consume while publishing", rate(r.RawLivePerSec),
 		fmt.Sprintf("published %s/s, backlog %s", fmtInt(r.RawLivePublishPerSec), fmtInt(float64(r.RawLiveBacklog))))
 	row(fmt.Sprintf("memory per rollout (%d active)", r.Rollouts), fmt.Sprintf("%.1f KiB", r.BytesPerRollout/1024),

@@ -113,9 +113,14 @@ type Arrival struct {
 // latencies from each publish to its rollback arriving on decisions, in
 // milliseconds. A rollback that has not arrived 10s after the last tip is
 // missed: it counts with the time waited, so the percentiles stay an
-// honest lower bound. Any other decision is an error.
-func Tip(ctx context.Context, js jetstream.JetStream, prefix string, tips []string, msgs [][]byte, decisions <-chan Arrival) (lat []float64, missed int, err error) {
+// honest lower bound. Any other decision is an error. stored holds, for
+// each tip the stream acknowledged, the milliseconds from its publish to
+// the stream's timestamp of it: the part of the latency before any of
+// Verdict's code can see the event.
+func Tip(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, prefix string, tips []string, msgs [][]byte, decisions <-chan Arrival) (lat, stored []float64, missed int, err error) {
 	sent := make(map[string]time.Time, len(tips))
+	published := make(map[string]time.Time, len(tips))
+	acks := make(map[string]jetstream.PubAckFuture, len(tips))
 	lat = make([]float64, 0, len(tips))
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -130,15 +135,20 @@ func Tip(ctx context.Context, js jetstream.JetStream, prefix string, tips []stri
 					for _, t0 := range sent {
 						lat = append(lat, ms(time.Since(t0)))
 					}
-					return lat, len(sent), nil
+					missed = len(sent)
+					stored, err = storedAfter(ctx, stream, published, acks)
+					return lat, stored, missed, err
 				}
 				continue
 			}
 			id := tips[next]
 			sent[id] = time.Now()
-			if _, err := js.PublishAsync(prefix+"."+id, msgs[next]); err != nil {
-				return nil, 0, err
+			published[id] = sent[id]
+			f, err := js.PublishAsync(prefix+"."+id, msgs[next])
+			if err != nil {
+				return nil, nil, 0, err
 			}
+			acks[id] = f
 			if next++; next == len(tips) {
 				deadline = time.Now().Add(10 * time.Second)
 			}
@@ -146,15 +156,39 @@ func Tip(ctx context.Context, js jetstream.JetStream, prefix string, tips []stri
 			d := a.Decision
 			t0, ok := sent[d.Rollout]
 			if !ok || d.Action != engine.ActionRollback {
-				return nil, 0, fmt.Errorf("unexpected decision %s of %s: %s", d.Action, d.Rollout, d.Reason)
+				return nil, nil, 0, fmt.Errorf("unexpected decision %s of %s: %s", d.Action, d.Rollout, d.Reason)
 			}
 			delete(sent, d.Rollout)
 			lat = append(lat, ms(a.At.Sub(t0)))
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return nil, nil, 0, ctx.Err()
 		}
 	}
-	return lat, 0, nil
+	stored, err = storedAfter(ctx, stream, published, acks)
+	return lat, stored, 0, err
+}
+
+// storedAfter returns, for each tip, the milliseconds from its publish to
+// the stream's timestamp of the message its acknowledgement names.
+func storedAfter(ctx context.Context, stream jetstream.Stream, published map[string]time.Time, acks map[string]jetstream.PubAckFuture) ([]float64, error) {
+	out := make([]float64, 0, len(acks))
+	for id, f := range acks {
+		var seq uint64
+		select {
+		case ack := <-f.Ok():
+			seq = ack.Sequence
+		case err := <-f.Err():
+			return nil, fmt.Errorf("tip %s: publish: %w", id, err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			return nil, fmt.Errorf("tip %s: read back message %d: %w", id, seq, err)
+		}
+		out = append(out, float64(m.Time.Sub(published[id]))/float64(time.Millisecond))
+	}
+	return out, nil
 }
 
 // backgroundMaxPending bounds Background's unacknowledged publishes, as

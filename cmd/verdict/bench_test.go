@@ -36,6 +36,11 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("bench --json: %s = %v, want a positive number", k, got[k])
 		}
 	}
+	// Wall clock, the server's against the bench's: not negative, and
+	// below the whole latency.
+	if v, ok := got["tipStoredP99Ms"].(float64); !ok || v < 0 || v > got["decisionLatencyMaxMs"].(float64) {
+		t.Errorf("bench --json: tipStoredP99Ms = %v, want between 0 and decisionLatencyMaxMs (%v)", got["tipStoredP99Ms"], got["decisionLatencyMaxMs"])
+	}
 	for _, k := range []string{"ingestPerSec", "ratio", "ratioExplicitAck", "ingestCPUPerEventUs"} {
 		m, ok := got[k].(map[string]any)
 		if !ok {
