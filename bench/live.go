@@ -216,14 +216,14 @@ func Background(nc *nats.Conn, prefix string, ids []string, rate float64, stop <
 		subjects[i] = prefix + "." + id
 	}
 	inbox := nc.NewInbox()
-	var acked, refused atomic.Int64
+	var answered, refused atomic.Int64 // replies, and of them refusals
 	var firstRefusal atomic.Value
 	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
 		if reason, ok := pubAckRefused(m); ok {
 			firstRefusal.CompareAndSwap(nil, reason)
 			refused.Add(1)
 		}
-		acked.Add(1)
+		answered.Add(1)
 	})
 	if err != nil {
 		return BackgroundLoad{}, fmt.Errorf("background: %w", err)
@@ -245,7 +245,7 @@ publish:
 		default:
 		}
 		want := int64(rate * time.Since(start).Seconds())
-		for ; sent < want && sent-acked.Load() < backgroundMaxPending; sent++ {
+		for ; sent < want && sent-answered.Load() < backgroundMaxPending; sent++ {
 			i := int(sent % int64(len(ids)))
 			buf = SingleEvent(buf[:0], ids[i], int(sent/int64(len(ids))), time.Now())
 			if err := nc.PublishRequest(subjects[i], inbox, buf); err != nil { // copies buf
@@ -254,9 +254,9 @@ publish:
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for wait := time.Now(); acked.Load() < sent; time.Sleep(time.Millisecond) {
+	for wait := time.Now(); answered.Load() < sent; time.Sleep(time.Millisecond) {
 		if time.Since(wait) > 10*time.Second {
-			return BackgroundLoad{}, fmt.Errorf("background: %d of %d publishes unacknowledged 10s after the end", sent-acked.Load(), sent)
+			return BackgroundLoad{}, fmt.Errorf("background: %d of %d publishes unacknowledged 10s after the end", sent-answered.Load(), sent)
 		}
 	}
 	if n := refused.Load(); n > 0 {
