@@ -61,10 +61,10 @@ type Result struct {
 	// RawCPUPerEventUs and IngestCPUPerEventUs are the process's CPU time
 	// (user and system, the embedded server's included) per event during
 	// the runs of RawConsumePerSec and of IngestPerSec, medians over the
-	// repetitions, in µs. They move less with the machine's speed than
-	// the rates do, and tell a run that cost more CPU per event from one
-	// that left the cores idle: a rate times its CPU per event is the
-	// cores it kept busy (at most 2 here).
+	// repetitions, in µs. They tell a run that cost more CPU per event
+	// from one that left the cores idle: a rate times its CPU per event
+	// is the cores it kept busy (at most 2 here). They move with the
+	// machine's speed too.
 	RawCPUPerEventUs    float64            `json:"rawCPUPerEventUs"`
 	IngestCPUPerEventUs map[string]float64 `json:"ingestCPUPerEventUs"`
 	// RatioExplicitAck is IngestPerSec over RawConsumeExplicitAckPerSec:
