@@ -12,8 +12,9 @@ all: build
 
 # The commit `verdict bench` reports as its revision, "-dirty" with changes
 # to tracked files: this machine's go env sets GOFLAGS=-buildvcs=false, so
-# the binary carries no VCS stamp of its own. Empty without git.
-REVISION := $(shell r=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null && echo $$r || echo $$r-dirty; })
+# the binary carries no VCS stamp of its own. Empty without git. Expanded
+# only by build (=, not :=), so other targets do not run git.
+REVISION = $(shell r=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null && echo $$r || echo $$r-dirty; })
 
 build:
 	$(GO) build -ldflags '-X github.com/verdict-dev/verdict/bench.stampedRevision=$(REVISION)' -o $(BIN) ./cmd/verdict

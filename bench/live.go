@@ -118,11 +118,9 @@ type Arrival struct {
 // the stream's timestamp of it: the part of the latency before any of
 // Verdict's code can see the event.
 func Tip(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, prefix string, tips []string, msgs [][]byte, decisions <-chan Arrival) (lat, stored []float64, missed int, err error) {
-	sent := make(map[string]time.Time, len(tips))
-	published := make(map[string]time.Time, len(tips))
-	acks := make(map[string]jetstream.PubAckFuture, len(tips))
+	sent := make(map[string]time.Time, len(tips)) // tips whose rollback has not arrived
+	pubs := make([]tipPub, 0, len(tips))
 	lat = make([]float64, 0, len(tips))
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	next := 0
@@ -133,22 +131,22 @@ func Tip(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, p
 			if next == len(tips) {
 				if time.Now().After(deadline) {
 					for _, t0 := range sent {
-						lat = append(lat, ms(time.Since(t0)))
+						lat = append(lat, millis(time.Since(t0)))
 					}
 					missed = len(sent)
-					stored, err = storedAfter(ctx, stream, published, acks)
+					stored, err = storedAfter(ctx, stream, pubs)
 					return lat, stored, missed, err
 				}
 				continue
 			}
 			id := tips[next]
-			sent[id] = time.Now()
-			published[id] = sent[id]
+			at := time.Now()
+			sent[id] = at
 			f, err := js.PublishAsync(prefix+"."+id, msgs[next])
 			if err != nil {
 				return nil, nil, 0, err
 			}
-			acks[id] = f
+			pubs = append(pubs, tipPub{id, at, f})
 			if next++; next == len(tips) {
 				deadline = time.Now().Add(10 * time.Second)
 			}
@@ -159,34 +157,43 @@ func Tip(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, p
 				return nil, nil, 0, fmt.Errorf("unexpected decision %s of %s: %s", d.Action, d.Rollout, d.Reason)
 			}
 			delete(sent, d.Rollout)
-			lat = append(lat, ms(a.At.Sub(t0)))
+			lat = append(lat, millis(a.At.Sub(t0)))
 		case <-ctx.Done():
 			return nil, nil, 0, ctx.Err()
 		}
 	}
-	stored, err = storedAfter(ctx, stream, published, acks)
+	stored, err = storedAfter(ctx, stream, pubs)
 	return lat, stored, 0, err
 }
 
+// tipPub is a tipping event Tip published: when, and its acknowledgement.
+type tipPub struct {
+	id  string
+	at  time.Time
+	ack jetstream.PubAckFuture
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
 // storedAfter returns, for each tip, the milliseconds from its publish to
 // the stream's timestamp of the message its acknowledgement names.
-func storedAfter(ctx context.Context, stream jetstream.Stream, published map[string]time.Time, acks map[string]jetstream.PubAckFuture) ([]float64, error) {
-	out := make([]float64, 0, len(acks))
-	for id, f := range acks {
+func storedAfter(ctx context.Context, stream jetstream.Stream, pubs []tipPub) ([]float64, error) {
+	out := make([]float64, 0, len(pubs))
+	for _, p := range pubs {
 		var seq uint64
 		select {
-		case ack := <-f.Ok():
+		case ack := <-p.ack.Ok():
 			seq = ack.Sequence
-		case err := <-f.Err():
-			return nil, fmt.Errorf("tip %s: publish: %w", id, err)
+		case err := <-p.ack.Err():
+			return nil, fmt.Errorf("tip %s: publish: %w", p.id, err)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 		m, err := stream.GetMsg(ctx, seq)
 		if err != nil {
-			return nil, fmt.Errorf("tip %s: read back message %d: %w", id, seq, err)
+			return nil, fmt.Errorf("tip %s: read back message %d: %w", p.id, seq, err)
 		}
-		out = append(out, float64(m.Time.Sub(published[id]))/float64(time.Millisecond))
+		out = append(out, millis(m.Time.Sub(p.at)))
 	}
 	return out, nil
 }
