@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
+
+	"github.com/verdict-dev/verdict/internal/prefetch"
 )
 
 // ErrInvalidConfig is wrapped by every error New returns.
@@ -260,6 +263,14 @@ func (a *Analyzer) Observe(o *Observation) {
 			a.custom[j][v].add(math.Log(x))
 		}
 	}
+}
+
+// Prefetch hints that Observe is coming: it asks the processor to start
+// loading the fields every Observe touches (all but the unit table), so
+// that a caller applying the events of many analyzers in turn can overlap
+// their cache misses (see package internal/prefetch). It changes nothing.
+func (a *Analyzer) Prefetch() {
+	prefetch.Range(unsafe.Pointer(a), unsafe.Offsetof(a.recent))
 }
 
 // firstFailure records a failure of unit in variant v and reports whether

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/verdict-dev/verdict/analyzer"
+	"github.com/verdict-dev/verdict/internal/prefetch"
 	"github.com/verdict-dev/verdict/policy"
 )
 
@@ -54,6 +56,10 @@ type Machine struct {
 	valbuf []float64          // reused for Observation.Values
 	sumbuf []analyzer.Summary // reused for Batch.Values
 }
+
+// prefetch asks the processor to start loading the machine (see
+// Engine.Deliver).
+func (m *Machine) prefetch() { prefetch.Range(unsafe.Pointer(m), unsafe.Sizeof(*m)) }
 
 // ErrTerminal is returned when an operation needs a rollout that has not ended.
 var ErrTerminal = errors.New("rollout has ended")

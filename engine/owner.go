@@ -6,9 +6,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/verdict-dev/verdict/faults"
 	"github.com/verdict-dev/verdict/ingest"
+	"github.com/verdict-dev/verdict/internal/prefetch"
 	"github.com/verdict-dev/verdict/policy"
 )
 
@@ -144,6 +146,10 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 	o.lastSave.Store(math.MinInt64 / 2)
 	return o, nil
 }
+
+// prefetch asks the processor to start loading the fields a Deliver call
+// touches (see Engine.Deliver).
+func (o *owner) prefetch() { prefetch.Range(unsafe.Pointer(o), unsafe.Offsetof(o.ctx)) }
 
 // poke asks the owner to do w soon; it never blocks. The owner looks at
 // want after every receive from its inbox, so one empty delivery is enough
