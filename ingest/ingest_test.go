@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/verdict-dev/verdict/analyzer"
+	"github.com/verdict-dev/verdict/internal/natstest"
 	"github.com/verdict-dev/verdict/telemetry"
 )
 
@@ -35,34 +36,21 @@ func startJetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 // client connects as user "engine", password "pw", when opts adds users.
 func startJetStreamWith(t testing.TB, opts func(*server.Options), onErr func(error)) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	o := &server.Options{
-		Port: -1, JetStream: true, StoreDir: t.TempDir(), DontListen: true, NoLog: true, NoSigs: true,
+	// Whether opts adds users is known only once Start has applied it,
+	// which is before it connects: login looks then.
+	var users bool
+	login := func(c *nats.Options) error {
+		if users {
+			return nats.UserInfo("engine", "pw")(c)
+		}
+		return nil
 	}
-	if opts != nil {
-		opts(o)
-	}
-	ns, err := server.NewServer(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	copts := []nats.Option{nats.InProcessServer(ns),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { onErr(err) })}
-	if len(o.Users) > 0 {
-		copts = append(copts, nats.UserInfo("engine", "pw"))
-	}
-	nc, err := nats.Connect("", copts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
+	_, nc := natstest.Start(t, func(o *server.Options) {
+		if opts != nil {
+			opts(o)
+		}
+		users = len(o.Users) > 0
+	}, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { onErr(err) }), login)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
