@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 
 	"github.com/verdict-dev/verdict/engine"
+	"github.com/verdict-dev/verdict/internal/natstest"
 	"github.com/verdict-dev/verdict/policy"
 )
 
@@ -19,20 +19,7 @@ import (
 // the engine running on it, for the client commands to talk to.
 func cliServer(t *testing.T) (url string, e *e2e) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server did not start")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	ns, nc := natstest.Start(t, func(o *server.Options) { o.Host, o.DontListen = "127.0.0.1", false })
 	pols, err := policy.Parse("e2e.yaml", []byte(e2ePolicy))
 	if err != nil {
 		t.Fatal(err)
