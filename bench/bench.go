@@ -67,6 +67,13 @@ type Result struct {
 	// machine's speed too.
 	RawCPUPerEventUs    float64            `json:"rawCPUPerEventUs"`
 	IngestCPUPerEventUs map[string]float64 `json:"ingestCPUPerEventUs"`
+	// IngestGCRuns are the garbage collections the process completed
+	// during each repetition's ingest window, by rollout count. With
+	// 10,000 rollouts a cycle marks their state, and a window with one
+	// more cycle than another costs about 1 µs per event more on this
+	// machine (docs/PERFORMANCE.md, session 7): it tells such a
+	// repetition from a slow machine.
+	IngestGCRuns map[string][]int `json:"ingestGCRuns,omitempty"`
 	// RatioExplicitAck is IngestPerSec over RawConsumeExplicitAckPerSec:
 	// the engine (AckAll) against a plain consumer acking every message.
 	RatioExplicitAck map[string]float64 `json:"ratioExplicitAck"`
@@ -348,6 +355,13 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 				s[i] = strconv.FormatFloat(x, 'f', 2, 64)
 			}
 			runs = "; runs " + strings.Join(s, " ")
+		}
+		if g := r.IngestGCRuns[k]; len(g) > 0 {
+			s := make([]string, len(g))
+			for i, x := range g {
+				s[i] = strconv.Itoa(x)
+			}
+			runs += "; GC cycles " + strings.Join(s, " ")
 		}
 		row(fmt.Sprintf("ingest, %d rollouts", n), rate(r.IngestPerSec[k]),
 			fmt.Sprintf("ratio %.2f (target >= 0.80)%s; %.2f of explicit acks%s", r.Ratio[k], runs, r.RatioExplicitAck[k],

@@ -46,7 +46,7 @@ loopback TCP, as by verdict serve), each on fresh streams and buckets:
     of active rollouts, and its ratio to the plain consumer (each run of
     that consumer is followed by ingest's runs, so the two sides of a
     ratio are measured back to back), with the process's CPU time per
-    event in each;
+    event and the garbage collections completed in each;
   - observations per second through the batch form;
   - decision latency: from publishing the event that tips a rollback to
     the decision reaching a subscriber, under background telemetry that
@@ -210,7 +210,7 @@ type bencher struct {
 func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	start := time.Now()
 	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events, Reps: o.reps, Warmup: o.warmup,
-		IngestPerSec: map[string]float64{}, IngestCPUPerEventUs: map[string]float64{}, Ratio: map[string]float64{}, RatioRuns: map[string][]float64{},
+		IngestPerSec: map[string]float64{}, IngestCPUPerEventUs: map[string]float64{}, Ratio: map[string]float64{}, RatioRuns: map[string][]float64{}, IngestGCRuns: map[string][]int{},
 		RatioExplicitAck: map[string]float64{}, IngestIgnored: map[string]int64{},
 		IngestMsgsPerBatch: map[string]float64{}}
 	res.MessageBytes = len(bench.SingleEvent(nil, "bench-00001", 0, time.Now()))
@@ -502,20 +502,20 @@ func (r *engineRun) resume() *ingest.Ingester {
 // consume starts a fresh ingester on the engine and returns the messages
 // per second until it has accepted (delivered and acknowledged) n of them,
 // and the process's CPU time per message meanwhile, in µs.
-func (r *engineRun) consume(ctx context.Context, n int, profile string) (rate, cpuPerEvent float64, err error) {
+func (r *engineRun) consume(ctx context.Context, n int, profile string) (rate, cpuPerEvent float64, gcs int, err error) {
 	if profile != "" {
 		stopProfile, err := cpuProfile(profile)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		defer stopProfile()
 	}
-	start, c0 := time.Now(), bench.ProcessCPU()
+	start, c0, g0 := time.Now(), bench.ProcessCPU(), bench.GCCycles()
 	in := r.resume()
 	if err := bench.WaitHandled(ctx, in, n); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), usPerEvent(bench.ProcessCPU()-c0, n), nil
+	return float64(n) / time.Since(start).Seconds(), usPerEvent(bench.ProcessCPU()-c0, n), int(bench.GCCycles() - g0), nil
 }
 
 // cpuProfile starts a CPU profile into the file name; call the function
@@ -611,7 +611,7 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 		if err := b.publishSingles(ctx, r.ic, ids, w); err != nil {
 			return 0, 0, err
 		}
-		if _, _, err := r.consume(ctx, w, ""); err != nil {
+		if _, _, _, err := r.consume(ctx, w, ""); err != nil {
 			return 0, 0, err
 		}
 		r.pause()
@@ -624,17 +624,18 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 	if b.o.cpuprofile != "" {
 		profile = b.o.cpuprofile + "." + strconv.Itoa(n)
 	}
-	rate, cpuPerEvent, err = r.consume(ctx, b.o.events, profile)
+	rate, cpuPerEvent, gcs, err := r.consume(ctx, b.o.events, profile)
 	if err != nil {
 		return 0, 0, err
 	}
 	k := strconv.Itoa(n)
+	res.IngestGCRuns[k] = append(res.IngestGCRuns[k], gcs)
 	res.IngestIgnored[k] += r.st.eng.Ignored() - ignored
 	if st := r.st.in.Stats(); st.Batches > 0 {
 		res.IngestMsgsPerBatch[k] = bench.Rounded(float64(st.Accepted) / float64(st.Batches))
 	}
-	b.logf("  %d rollouts: started in %v, %.0f events/s, %.2f µs CPU/event, %.0f msgs/batch (load %v)",
-		n, r.started.Round(time.Millisecond), rate, cpuPerEvent, res.IngestMsgsPerBatch[k], bench.LoadAvg())
+	b.logf("  %d rollouts: started in %v, %.0f events/s, %.2f µs CPU/event, %.0f msgs/batch, GC cycles %d (load %v)",
+		n, r.started.Round(time.Millisecond), rate, cpuPerEvent, res.IngestMsgsPerBatch[k], gcs, bench.LoadAvg())
 	if !memory {
 		return rate, cpuPerEvent, nil
 	}
@@ -677,7 +678,7 @@ func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
 	if err != nil {
 		return err
 	}
-	rate, _, err := r.consume(ctx, b.o.batches, "")
+	rate, _, _, err := r.consume(ctx, b.o.batches, "")
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,18 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("bench --json: ratioRuns[%q] = %v, want [%v] (one run)", n, runs[n], want)
 		}
 	}
+	// One count of GC cycles per rollout count and repetition.
+	gcs, _ := got["ingestGCRuns"].(map[string]any)
+	for _, n := range []string{"1", "10", "100"} {
+		g, ok := gcs[n].([]any)
+		if !ok || len(g) != 1 {
+			t.Errorf("bench --json: ingestGCRuns[%q] = %v, want one count", n, gcs[n])
+			continue
+		}
+		if c, ok := g[0].(float64); !ok || c < 0 || c != math.Trunc(c) {
+			t.Errorf("bench --json: ingestGCRuns[%q] = %v, want a whole number >= 0", n, g)
+		}
+	}
 	if ign, ok := got["ingestIgnored"].(map[string]any); ok {
 		for n, v := range ign {
 			if v != 0.0 {
