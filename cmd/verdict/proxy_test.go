@@ -18,9 +18,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/verdict-dev/verdict/internal/natstest"
 	"github.com/verdict-dev/verdict/router"
 )
 
@@ -106,21 +106,12 @@ type proxyEnv struct {
 
 func newProxyEnv(t *testing.T) *proxyEnv {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	// The proxy connects over TCP, as in production.
+	ns, nc := natstest.Start(t, func(o *server.Options) { o.Host, o.DontListen = "127.0.0.1", false })
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
 	ctx := context.Background()
 	e := &proxyEnv{url: ns.ClientURL()}
 	if e.kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "verdict_routes"}); err != nil {
