@@ -357,10 +357,7 @@ func (e *Engine) Deliver(ctx context.Context, msgs []ingest.Message) error {
 				o.m.prefetch()
 			}
 		}
-		var o *owner
-		if r, _ := msgs[i].Route.(*route); r != nil {
-			o = r.owner
-		}
+		o := msgOwner(msgs, i)
 		if o == nil {
 			o = e.owners[msgs[i].Record.Rollout]
 		}
@@ -496,7 +493,8 @@ const (
 )
 
 // msgOwner returns the owner msgs[i]'s route points to, if i is in range
-// and it has one. The caller holds mu.
+// and it has one (else Deliver looks the id up in owners). The caller
+// holds mu.
 func msgOwner(msgs []ingest.Message, i int) *owner {
 	if i >= len(msgs) {
 		return nil

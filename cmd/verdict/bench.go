@@ -501,7 +501,8 @@ func (r *engineRun) resume() *ingest.Ingester {
 
 // consume starts a fresh ingester on the engine and returns the messages
 // per second until it has accepted (delivered and acknowledged) n of them,
-// and the process's CPU time per message meanwhile, in µs.
+// the process's CPU time per message meanwhile, in µs, and the garbage
+// collections it completed meanwhile.
 func (r *engineRun) consume(ctx context.Context, n int, profile string) (rate, cpuPerEvent float64, gcs int, err error) {
 	if profile != "" {
 		stopProfile, err := cpuProfile(profile)
