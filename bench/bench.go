@@ -74,6 +74,11 @@ type Result struct {
 	// machine (docs/PERFORMANCE.md, session 7): it tells such a
 	// repetition from a slow machine.
 	IngestGCRuns map[string][]int `json:"ingestGCRuns,omitempty"`
+	// IngestGCCPURuns are the garbage collector's CPU time per event in
+	// each repetition's ingest window, in µs, by rollout count: its part
+	// of that repetition's CPU time per event (runtime/metrics, an
+	// estimate of the runtime's).
+	IngestGCCPURuns map[string][]float64 `json:"ingestGCCPURuns,omitempty"`
 	// RatioExplicitAck is IngestPerSec over RawConsumeExplicitAckPerSec:
 	// the engine (AckAll) against a plain consumer acking every message.
 	RatioExplicitAck map[string]float64 `json:"ratioExplicitAck"`
@@ -362,6 +367,13 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 				s[i] = strconv.Itoa(x)
 			}
 			runs += "; GC cycles " + strings.Join(s, " ")
+		}
+		if g := r.IngestGCCPURuns[k]; len(g) > 0 {
+			s := make([]string, len(g))
+			for i, x := range g {
+				s[i] = strconv.FormatFloat(x, 'f', 2, 64)
+			}
+			runs += "; GC µs/event " + strings.Join(s, " ")
 		}
 		row(fmt.Sprintf("ingest, %d rollouts", n), rate(r.IngestPerSec[k]),
 			fmt.Sprintf("ratio %.2f (target >= 0.80)%s; %.2f of explicit acks%s", r.Ratio[k], runs, r.RatioExplicitAck[k],

@@ -211,6 +211,7 @@ func runBenchmarks(ctx context.Context, o benchOptions) (*bench.Result, error) {
 	start := time.Now()
 	res := &bench.Result{Machine: bench.DescribeMachine(), Events: o.events, Reps: o.reps, Warmup: o.warmup,
 		IngestPerSec: map[string]float64{}, IngestCPUPerEventUs: map[string]float64{}, Ratio: map[string]float64{}, RatioRuns: map[string][]float64{}, IngestGCRuns: map[string][]int{},
+		IngestGCCPURuns:  map[string][]float64{},
 		RatioExplicitAck: map[string]float64{}, IngestIgnored: map[string]int64{},
 		IngestMsgsPerBatch: map[string]float64{}}
 	res.MessageBytes = len(bench.SingleEvent(nil, "bench-00001", 0, time.Now()))
@@ -499,24 +500,36 @@ func (r *engineRun) resume() *ingest.Ingester {
 	return in
 }
 
-// consume starts a fresh ingester on the engine and returns the messages
-// per second until it has accepted (delivered and acknowledged) n of them,
-// the process's CPU time per message meanwhile, in µs, and the garbage
-// collections it completed meanwhile.
-func (r *engineRun) consume(ctx context.Context, n int, profile string) (rate, cpuPerEvent float64, gcs int, err error) {
+// window is what consume measured: the messages per second, the process's
+// CPU time per message meanwhile, in µs, the garbage collections completed
+// meanwhile and the collector's share of that CPU time per message, in µs.
+type window struct {
+	rate, cpu float64
+	gcs       int
+	gcCPU     float64
+}
+
+// consume starts a fresh ingester on the engine and measures it until it
+// has accepted (delivered and acknowledged) n messages.
+func (r *engineRun) consume(ctx context.Context, n int, profile string) (window, error) {
 	if profile != "" {
 		stopProfile, err := cpuProfile(profile)
 		if err != nil {
-			return 0, 0, 0, err
+			return window{}, err
 		}
 		defer stopProfile()
 	}
-	start, c0, g0 := time.Now(), bench.ProcessCPU(), bench.GCCycles()
+	start, c0, g0, gc0 := time.Now(), bench.ProcessCPU(), bench.GCCycles(), bench.GCCPU()
 	in := r.resume()
 	if err := bench.WaitHandled(ctx, in, n); err != nil {
-		return 0, 0, 0, err
+		return window{}, err
 	}
-	return float64(n) / time.Since(start).Seconds(), usPerEvent(bench.ProcessCPU()-c0, n), int(bench.GCCycles() - g0), nil
+	return window{
+		rate:  float64(n) / time.Since(start).Seconds(),
+		cpu:   usPerEvent(bench.ProcessCPU()-c0, n),
+		gcs:   int(bench.GCCycles() - g0),
+		gcCPU: usPerEvent(bench.GCCPU()-gc0, n),
+	}, nil
 }
 
 // cpuProfile starts a CPU profile into the file name; call the function
@@ -612,7 +625,7 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 		if err := b.publishSingles(ctx, r.ic, ids, w); err != nil {
 			return 0, 0, err
 		}
-		if _, _, _, err := r.consume(ctx, w, ""); err != nil {
+		if _, err := r.consume(ctx, w, ""); err != nil {
 			return 0, 0, err
 		}
 		r.pause()
@@ -625,18 +638,20 @@ func (b *bencher) ingestOnce(ctx context.Context, res *bench.Result, n int, memo
 	if b.o.cpuprofile != "" {
 		profile = b.o.cpuprofile + "." + strconv.Itoa(n)
 	}
-	rate, cpuPerEvent, gcs, err := r.consume(ctx, b.o.events, profile)
+	w, err := r.consume(ctx, b.o.events, profile)
 	if err != nil {
 		return 0, 0, err
 	}
+	rate, cpuPerEvent = w.rate, w.cpu
 	k := strconv.Itoa(n)
-	res.IngestGCRuns[k] = append(res.IngestGCRuns[k], gcs)
+	res.IngestGCRuns[k] = append(res.IngestGCRuns[k], w.gcs)
+	res.IngestGCCPURuns[k] = append(res.IngestGCCPURuns[k], bench.Rounded(w.gcCPU))
 	res.IngestIgnored[k] += r.st.eng.Ignored() - ignored
 	if st := r.st.in.Stats(); st.Batches > 0 {
 		res.IngestMsgsPerBatch[k] = bench.Rounded(float64(st.Accepted) / float64(st.Batches))
 	}
-	b.logf("  %d rollouts: started in %v, %.0f events/s, %.2f µs CPU/event, %.0f msgs/batch, GC cycles %d (load %v)",
-		n, r.started.Round(time.Millisecond), rate, cpuPerEvent, res.IngestMsgsPerBatch[k], gcs, bench.LoadAvg())
+	b.logf("  %d rollouts: started in %v, %.0f events/s, %.2f µs CPU/event (GC %.2f in %d cycles), %.0f msgs/batch (load %v)",
+		n, r.started.Round(time.Millisecond), rate, cpuPerEvent, w.gcCPU, w.gcs, res.IngestMsgsPerBatch[k], bench.LoadAvg())
 	if !memory {
 		return rate, cpuPerEvent, nil
 	}
@@ -679,10 +694,11 @@ func (b *bencher) batched(ctx context.Context, res *bench.Result) error {
 	if err != nil {
 		return err
 	}
-	rate, _, _, err := r.consume(ctx, b.o.batches, "")
+	w, err := r.consume(ctx, b.o.batches, "")
 	if err != nil {
 		return err
 	}
+	rate := w.rate
 	res.ObsPerBatch = b.o.obsPerMsg
 	res.BatchedMsgsPerSec = bench.Rounded(rate)
 	res.BatchedObsPerSec = bench.Rounded(rate * float64(b.o.obsPerMsg))

@@ -80,6 +80,21 @@ func TestBenchQuick(t *testing.T) {
 			t.Errorf("bench --json: ingestGCRuns[%q] = %v, want a whole number >= 0", n, g)
 		}
 	}
+	// The collector's CPU per event, one per rollout count and
+	// repetition: a part of that window's CPU per event.
+	gcCPU, _ := got["ingestGCCPURuns"].(map[string]any)
+	cpus, _ := got["ingestCPUPerEventUs"].(map[string]any)
+	for _, n := range []string{"1", "10", "100"} {
+		g, ok := gcCPU[n].([]any)
+		if !ok || len(g) != 1 {
+			t.Errorf("bench --json: ingestGCCPURuns[%q] = %v, want one figure", n, gcCPU[n])
+			continue
+		}
+		all, _ := cpus[n].(float64)
+		if c, ok := g[0].(float64); !ok || c < 0 || c > all {
+			t.Errorf("bench --json: ingestGCCPURuns[%q] = %v, want from 0 to the CPU per event, %v", n, g, all)
+		}
+	}
 	if ign, ok := got["ingestIgnored"].(map[string]any); ok {
 		for n, v := range ign {
 			if v != 0.0 {
