@@ -226,6 +226,8 @@ func TestBatchMatchesSingles(t *testing.T) {
 					t.Fatalf("variant %d: welford single %+v, batch %+v", v, *s, *b)
 				}
 			}
+			single.hist[v].settle()
+			batch.hist[v].settle()
 			if !reflect.DeepEqual(single.hist[v], batch.hist[v]) {
 				t.Fatalf("variant %d: histograms differ", v)
 			}

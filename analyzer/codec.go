@@ -64,6 +64,7 @@ func (a *Analyzer) MarshalBinary() ([]byte, error) {
 	if len(a.quants) > 0 {
 		for v := range a.hist {
 			h := &a.hist[v]
+			h.settle()
 			var n uint64
 			for _, c := range h.counts {
 				if c != 0 {

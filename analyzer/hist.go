@@ -102,18 +102,45 @@ const histChunk = 64
 // buckets that covers every bucket counted so far: real latencies occupy
 // a few hundred of the numBuckets, and at 10,000 rollouts the dense
 // array was most of a rollout's memory. The zero value is empty.
+//
+// Single counts (Observe's) wait in pend and are added to counts
+// histPending at a time, by settle: with many rollouts a histogram is
+// rarely in cache, and misses taken together overlap where one per event
+// is waited for in turn (see Analyzer.Prefetch). Everything that reads
+// counts settles first; n is always whole.
 type hist struct {
 	counts []uint64 // counts[j] is bucket lo+j; outside the window, 0
 	lo     int32
-	n      int64
+	npend  int32 // buckets in pend
+	n      int64 // every count, pending ones included
+	pend   [histPending]int16
 }
+
+// histPending is how many single counts a histogram holds back.
+const histPending = 8
 
 func (h *hist) add(i int32, c int64) {
 	if c <= 0 {
 		return
 	}
-	h.counts[h.index(clampBucket(i))] += uint64(c)
+	i = clampBucket(i)
 	h.n += c
+	if c == 1 {
+		h.pend[h.npend] = int16(i)
+		if h.npend++; h.npend == histPending {
+			h.settle()
+		}
+		return
+	}
+	h.counts[h.index(i)] += uint64(c)
+}
+
+// settle adds the pending single counts to counts.
+func (h *hist) settle() {
+	for _, i := range h.pend[:h.npend] {
+		h.counts[h.index(int32(i))]++
+	}
+	h.pend, h.npend = [histPending]int16{}, 0 // a settled hist has one representation
 }
 
 // index returns the index in counts of bucket i (within [MinBucket,
@@ -146,6 +173,7 @@ func (h *hist) grow(i int32) uint {
 // rankBucket returns the bucket holding the r-th smallest value (1-based,
 // clamped to [1, n]). The histogram must not be empty.
 func (h *hist) rankBucket(r int64) int32 {
+	h.settle()
 	if r < 1 {
 		r = 1
 	}
