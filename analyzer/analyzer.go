@@ -105,10 +105,23 @@ type metricState struct {
 // New validates cfg and returns an Analyzer with all its memory allocated
 // but the latency histograms' (see Observe).
 func New(cfg Config) (*Analyzer, error) {
-	if err := validate(cfg); err != nil {
+	a := new(Analyzer)
+	if err := a.Init(cfg); err != nil {
 		return nil, err
 	}
-	a := &Analyzer{cfg: cfg}
+	return a, nil
+}
+
+// Init makes a what New(cfg) returns, in memory the caller chose: the
+// engine keeps each rollout's analyzer in one allocation with the rest
+// of the rollout's state, so that an event finds all of it on a page or
+// two (see package engine's owner). Any earlier state of a is gone. On
+// an error a is left as it was.
+func (a *Analyzer) Init(cfg Config) error {
+	if err := validate(cfg); err != nil {
+		return err
+	}
+	*a = Analyzer{cfg: cfg}
 	a.cfg.Metrics = append([]Metric(nil), cfg.Metrics...)
 	a.metrics = make([]metricState, len(cfg.Metrics))
 	sumW := 0.0
@@ -138,7 +151,7 @@ func New(cfg Config) (*Analyzer, error) {
 	}
 	a.logSumW = math.Log(sumW)
 	a.custom = make([][2]welford, len(a.customs))
-	return a, nil
+	return nil
 }
 
 func validate(cfg Config) error {

@@ -129,12 +129,13 @@ type owner struct {
 }
 
 func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
-	m, err := NewMachine(spec, pol)
-	if err != nil {
+	mem := new(ownerMem)
+	if err := mem.mm.init(spec, pol); err != nil {
 		return nil, err
 	}
-	o := &owner{
-		e: e, id: spec.Rollout, m: m,
+	o := &mem.o
+	*o = owner{
+		e: e, id: spec.Rollout, m: &mem.mm.m,
 		inbox:   make(chan delivery, e.opts.QueueLen),
 		stopped: make(chan struct{}),
 	}
@@ -145,6 +146,15 @@ func newOwner(e *Engine, spec Spec, pol *policy.Policy) (*owner, error) {
 	o.lastData.Store(e.mono())
 	o.lastSave.Store(math.MinInt64 / 2)
 	return o, nil
+}
+
+// ownerMem is an owner with its machine and analyzer, in one allocation
+// (see machineMem). In this order the fields an event touches (the
+// owner's first three cache lines, the machine, the analyzer's header)
+// lie within the first 1.2 KB of its 9.4.
+type ownerMem struct {
+	o  owner
+	mm machineMem
 }
 
 // prefetch asks the processor to start loading the fields a Deliver call
