@@ -387,3 +387,32 @@ func TestOddBatchesStayFinite(t *testing.T) {
 		}
 	})
 }
+
+// TestUnmarshalBinaryRejectsImpossibleCounts: states no sequence of calls
+// can reach (more counted errors than requests, a weight StartStep would
+// not keep) make the error test's bounds meaningless, so a checkpoint
+// holding one is corrupt (found by FuzzUnmarshalBinary: testdata/fuzz).
+func TestUnmarshalBinaryRejectsImpossibleCounts(t *testing.T) {
+	for name, corrupt := range map[string]func(a *Analyzer){
+		"step errors":    func(a *Analyzer) { a.cur.err[Canary] = a.cur.out[Canary] + 1 },
+		"past step":      func(a *Analyzer) { a.steps[0].err[Baseline] = a.steps[0].out[Baseline] + 1 },
+		"total errors":   func(a *Analyzer) { a.totErr[Baseline] = a.totOut[Baseline] + 1 },
+		"weight":         func(a *Analyzer) { a.weight = 150 },
+		"step weight":    func(a *Analyzer) { a.cur.weight = -1 },
+		"NaN step share": func(a *Analyzer) { a.steps[0].weight = math.NaN() },
+	} {
+		a := mustNew(t, defaultConfig())
+		a.StartStep(5)
+		feed(a, newStream(3, 0.05), 2000)
+		a.StartStep(25)
+		feed(a, newStream(4, 0.05), 2000)
+		if good, _ := a.MarshalBinary(); mustNew(t, defaultConfig()).UnmarshalBinary(good) != nil {
+			t.Fatalf("%s: the uncorrupted checkpoint does not restore", name)
+		}
+		corrupt(a)
+		data, _ := a.MarshalBinary()
+		if err := mustNew(t, defaultConfig()).UnmarshalBinary(data); !errors.Is(err, ErrCheckpoint) {
+			t.Errorf("%s: UnmarshalBinary = %v, want ErrCheckpoint", name, err)
+		}
+	}
+}

@@ -114,7 +114,9 @@ func (a *Analyzer) UnmarshalBinary(data []byte) error {
 		return fmt.Errorf("%w: written for a different metric configuration", ErrCheckpoint)
 	}
 	x := fresh
-	x.weight = r.f()
+	if x.weight = r.f(); !validWeight(x.weight) {
+		r.fail("weight out of range")
+	}
 	x.stepReq = [2]int64{r.i(), r.i()}
 	r.step(&x.cur)
 	x.srmReq, x.srmLump = [2]int64{r.i(), r.i()}, [2]int64{r.i(), r.i()}
@@ -130,6 +132,9 @@ func (a *Analyzer) UnmarshalBinary(data []byte) error {
 	}
 	x.totOut = [2]int64{r.i(), r.i()}
 	x.totErr = [2]int64{r.i(), r.i()}
+	if min(x.totErr[0], x.totErr[1]) < 0 || x.totErr[0] > x.totOut[0] || x.totErr[1] > x.totOut[1] {
+		r.fail("whole-rollout error counts out of range")
+	}
 	x.seq = r.uv()
 	for v := range x.recent {
 		n := r.uv()
@@ -299,10 +304,20 @@ func (r *reader) step(s *stepCounts) {
 	s.out = [2]int64{r.i(), r.i()}
 	s.err = [2]int64{r.i(), r.i()}
 	s.weight = r.f()
-	if min(s.out[0], s.out[1], s.err[0], s.err[1]) < 0 {
+	switch {
+	case min(s.out[0], s.out[1], s.err[0], s.err[1]) < 0:
 		r.fail("negative step counts")
+	case s.err[0] > s.out[0] || s.err[1] > s.out[1]:
+		r.fail("more counted errors than requests in a step")
+	case !validWeight(s.weight):
+		r.fail("step weight out of range")
 	}
 }
+
+// validWeight reports whether w is a weight StartStep keeps: 0 (unknown)
+// or a share in percent strictly between 0 and 100. The error tests'
+// bounds hold only for those; a checkpoint with another is corrupt.
+func validWeight(w float64) bool { return w == 0 || (w > 0 && w < 100) }
 
 func (r *reader) w(w *welford) {
 	w.n = r.i()
