@@ -53,46 +53,42 @@ func TestBenchQuick(t *testing.T) {
 			}
 		}
 	}
-	// --quick runs once: one paired ratio per rollout count, the ratio
-	// itself (up to the rounding of the rates to three digits).
-	runs, _ := got["ratioRuns"].(map[string]any)
+	// --quick runs once: each per-repetition list has one entry per
+	// rollout count.
+	counts := []string{"1", "10", "100"}
+	oneRun := func(field string) map[string]float64 {
+		lists, _ := got[field].(map[string]any)
+		out := map[string]float64{}
+		for _, n := range counts {
+			l, ok := lists[n].([]any)
+			if !ok || len(l) != 1 {
+				t.Errorf("bench --json: %s[%q] = %v, want one entry", field, n, lists[n])
+				continue
+			}
+			if x, ok := l[0].(float64); ok {
+				out[n] = x
+			} else {
+				t.Errorf("bench --json: %s[%q] = %v, want a number", field, n, l)
+			}
+		}
+		return out
+	}
 	ratio, _ := got["ratio"].(map[string]any)
-	for _, n := range []string{"1", "10", "100"} {
-		r, ok := runs[n].([]any)
-		want, _ := ratio[n].(float64)
-		if !ok || len(r) != 1 {
-			t.Errorf("bench --json: ratioRuns[%q] = %v, want one run", n, runs[n])
-			continue
-		}
-		if got, _ := r[0].(float64); math.Abs(got-want) > 0.01*want {
-			t.Errorf("bench --json: ratioRuns[%q] = %v, want [%v] (one run)", n, runs[n], want)
-		}
-	}
-	// One count of GC cycles per rollout count and repetition.
-	gcs, _ := got["ingestGCRuns"].(map[string]any)
-	for _, n := range []string{"1", "10", "100"} {
-		g, ok := gcs[n].([]any)
-		if !ok || len(g) != 1 {
-			t.Errorf("bench --json: ingestGCRuns[%q] = %v, want one count", n, gcs[n])
-			continue
-		}
-		if c, ok := g[0].(float64); !ok || c < 0 || c != math.Trunc(c) {
-			t.Errorf("bench --json: ingestGCRuns[%q] = %v, want a whole number >= 0", n, g)
-		}
-	}
-	// The collector's CPU per event, one per rollout count and
-	// repetition: a part of that window's CPU per event.
-	gcCPU, _ := got["ingestGCCPURuns"].(map[string]any)
 	cpus, _ := got["ingestCPUPerEventUs"].(map[string]any)
-	for _, n := range []string{"1", "10", "100"} {
-		g, ok := gcCPU[n].([]any)
-		if !ok || len(g) != 1 {
-			t.Errorf("bench --json: ingestGCCPURuns[%q] = %v, want one figure", n, gcCPU[n])
-			continue
+	runs, gcs, gcCPU := oneRun("ratioRuns"), oneRun("ingestGCRuns"), oneRun("ingestGCCPURuns")
+	for _, n := range counts {
+		// The one paired ratio is the ratio itself (up to the rounding of
+		// the rates to three digits).
+		if want, _ := ratio[n].(float64); math.Abs(runs[n]-want) > 0.01*want {
+			t.Errorf("bench --json: ratioRuns[%q] = %v, want %v (one run)", n, runs[n], want)
 		}
-		all, _ := cpus[n].(float64)
-		if c, ok := g[0].(float64); !ok || c < 0 || c > all {
-			t.Errorf("bench --json: ingestGCCPURuns[%q] = %v, want from 0 to the CPU per event, %v", n, g, all)
+		// GC cycles: a whole number.
+		if c := gcs[n]; c < 0 || c != math.Trunc(c) {
+			t.Errorf("bench --json: ingestGCRuns[%q] = %v, want a whole number >= 0", n, c)
+		}
+		// The collector's CPU per event: a part of the window's.
+		if all, _ := cpus[n].(float64); gcCPU[n] < 0 || gcCPU[n] > all {
+			t.Errorf("bench --json: ingestGCCPURuns[%q] = %v, want from 0 to the CPU per event, %v", n, gcCPU[n], all)
 		}
 	}
 	if ign, ok := got["ingestIgnored"].(map[string]any); ok {
