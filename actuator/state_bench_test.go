@@ -1,13 +1,15 @@
-//go:build unix
-
-package actuator
+package actuator_test
 
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/verdict-dev/verdict/actuator"
+	"github.com/verdict-dev/verdict/bench"
+	"github.com/verdict-dev/verdict/internal/natstest"
 )
 
 // BenchmarkSaveState writes checkpoints the size of a busy rollout's
@@ -19,8 +21,19 @@ import (
 func BenchmarkSaveState(b *testing.B) {
 	for _, n := range []int{1, 10000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			a, _ := newActuator(b)
+			_, nc := natstest.Start(b, nil)
+			js, err := jetstream.New(nc)
+			if err != nil {
+				b.Fatal(err)
+			}
 			ctx := context.Background()
+			if err := actuator.Setup(ctx, js, actuator.Config{}); err != nil {
+				b.Fatal(err)
+			}
+			a, err := actuator.New(js, actuator.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
 			ids := make([]string, n)
 			for i := range ids {
 				ids[i] = fmt.Sprintf("rollout-%05d", i)
@@ -34,7 +47,7 @@ func BenchmarkSaveState(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			c0 := processCPU()
+			c0 := bench.ProcessCPU()
 			b.ResetTimer()
 			for i := range b.N {
 				if err := a.SaveState(ctx, ids[i%n], data); err != nil {
@@ -42,15 +55,7 @@ func BenchmarkSaveState(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64((processCPU()-c0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
+			b.ReportMetric(float64((bench.ProcessCPU()-c0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/op")
 		})
 	}
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

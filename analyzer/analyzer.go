@@ -212,7 +212,7 @@ func (a *Analyzer) StartStep(weight float64) {
 	if a.cur.out[0]+a.cur.out[1] > 0 {
 		a.steps = append(a.steps, a.cur)
 	}
-	if !(weight > 0 && weight < 100) {
+	if !validWeight(weight) {
 		weight = 0 // unknown: no prior share, no SRM test
 	}
 	a.weight = weight

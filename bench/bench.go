@@ -323,6 +323,18 @@ func WriteJSON(w io.Writer, r *Result) error {
 	return enc.Encode(r)
 }
 
+// joinRuns formats each repetition's figure and joins them with spaces.
+func joinRuns[T any](xs []T, format func(T) string) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = format(x)
+	}
+	return strings.Join(s, " ")
+}
+
+// fmtRun formats one repetition's ratio or µs figure.
+func fmtRun(x float64) string { return strconv.FormatFloat(x, 'f', 2, 64) }
+
 // WriteTable writes r for people, with the targets of issue 4 beside the
 // figures.
 func WriteTable(w io.Writer, r *Result, counts []int) {
@@ -355,25 +367,13 @@ func WriteTable(w io.Writer, r *Result, counts []int) {
 		k := strconv.Itoa(n)
 		runs := ""
 		if rr := r.RatioRuns[k]; len(rr) > 1 {
-			s := make([]string, len(rr))
-			for i, x := range rr {
-				s[i] = strconv.FormatFloat(x, 'f', 2, 64)
-			}
-			runs = "; runs " + strings.Join(s, " ")
+			runs = "; runs " + joinRuns(rr, fmtRun)
 		}
 		if g := r.IngestGCRuns[k]; len(g) > 0 {
-			s := make([]string, len(g))
-			for i, x := range g {
-				s[i] = strconv.Itoa(x)
-			}
-			runs += "; GC cycles " + strings.Join(s, " ")
+			runs += "; GC cycles " + joinRuns(g, strconv.Itoa)
 		}
 		if g := r.IngestGCCPURuns[k]; len(g) > 0 {
-			s := make([]string, len(g))
-			for i, x := range g {
-				s[i] = strconv.FormatFloat(x, 'f', 2, 64)
-			}
-			runs += "; GC µs/event " + strings.Join(s, " ")
+			runs += "; GC µs/event " + joinRuns(g, fmtRun)
 		}
 		row(fmt.Sprintf("ingest, %d rollouts", n), rate(r.IngestPerSec[k]),
 			fmt.Sprintf("ratio %.2f (target >= 0.80)%s; %.2f of explicit acks%s", r.Ratio[k], runs, r.RatioExplicitAck[k],
